@@ -1,0 +1,13 @@
+//! aliassync: keeps KMS key aliases in sync across regions and clouds, driven by a compacted Kafka
+//! topic of desired state. Modules follow the data's path:
+//! source → event/desired → reconcile → provider; config, secret and telemetry serve them all.
+
+pub mod config;
+pub mod daemon;
+pub mod desired;
+pub mod event;
+pub mod provider;
+pub mod reconcile;
+pub mod secret;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,1361 @@
+//! AWS KMS (and AWS-compatible endpoints): JSON 1.1 over HTTP, SigV4-signed.
+//!
+//! Every call is `POST /` with `X-Amz-Target: TrentService.<Op>`. Errors are classified once, here,
+//! in [`classify`]; the engine only sees [`ErrorClass`].
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+};
+use aws_sigv4::sign::v4::SigningParams;
+use aws_smithy_runtime_api::client::identity::Identity;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::http::{
+    self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS,
+};
+use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
+use crate::secret::Credentials;
+
+const AMZ_JSON: &str = "application/x-amz-json-1.1";
+const TARGET_PREFIX: &str = "TrentService.";
+const DEFAULT_SERVICE: &str = "kms";
+/// AWS-managed aliases: never listed, never touched. DescribeKey on one can even *create* the
+/// AWS managed key, so they are refused before any request is made.
+const RESERVED_PREFIX: &str = "alias/aws/";
+/// The documented ListAliases maximum (the model allows 1000, the docs say 100).
+const LIST_LIMIT: u32 = 100;
+/// 100 aliases per page: a million aliases is far beyond any account quota, so more pages than this
+/// means the endpoint is generating markers forever.
+const MAX_LIST_PAGES: usize = 10_000;
+/// Largest response body accepted (a full ListAliases page is a few tens of KiB).
+const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// An AWS KMS endpoint in one region, with its credentials.
+#[derive(Debug)]
+pub struct AwsKms {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    region: String,
+    service: String,
+    creds: Credentials,
+}
+
+impl AwsKms {
+    /// `endpoint` defaults to `https://kms.{region}.amazonaws.com`, `signing_service` to `kms`.
+    /// Errors never echo the endpoint: a mistyped one may carry userinfo.
+    pub fn new(
+        region: &str,
+        endpoint: Option<&str>,
+        signing_service: Option<&str>,
+        creds: Credentials,
+        timeout: Duration,
+    ) -> Result<AwsKms, String> {
+        check_scope_part("region", region)?;
+        let service = signing_service.unwrap_or(DEFAULT_SERVICE);
+        check_scope_part("signing service", service)?;
+        let url = match endpoint {
+            Some(e) => parse_endpoint(e)?,
+            None => parse_endpoint(&format!("https://kms.{region}.amazonaws.com"))?,
+        };
+        Ok(AwsKms {
+            client: phttp::try_client(timeout)?,
+            url,
+            region: region.to_string(),
+            service: service.to_string(),
+            creds,
+        })
+    }
+
+    /// Calls one KMS operation (`op` without the `TrentService.` prefix) and returns the response
+    /// body, `Value::Null` when the body is empty or `null`.
+    pub async fn call(&self, op: &str, body: &Value) -> Result<Value, ProviderError> {
+        let payload = serde_json::to_vec(body).map_err(|e| {
+            ProviderError::new(
+                ErrorClass::Permanent,
+                "RequestError",
+                "other",
+                format!("cannot encode request: {e}"),
+            )
+        })?;
+        let target = format!("{TARGET_PREFIX}{op}");
+        let sig = self.sign(&target, &payload, SystemTime::now())?;
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, AMZ_JSON)
+            .header("x-amz-target", &target)
+            .header("x-amz-date", &sig.amz_date)
+            .header(AUTHORIZATION, sensitive(&sig.authorization)?)
+            .body(payload);
+        if let Some(token) = &self.creds.session_token {
+            req = req.header("x-amz-security-token", sensitive(token.expose())?);
+        }
+
+        let resp = req.send().await.map_err(phttp::transport_error)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = phttp::read_body(resp, MAX_BODY_BYTES).await?;
+        tracing::debug!(op, status = status.as_u16(), "aws kms call");
+        if status.is_success() {
+            parse_success(&body)
+        } else {
+            let token = self.creds.session_token.as_ref().map_or("", |t| t.expose());
+            let secrets = [
+                self.creds.secret_access_key.expose(),
+                token,
+                &sig.authorization,
+                &sig.signature,
+            ];
+            Err(parse_error(status.as_u16(), &headers, &body, &secrets))
+        }
+    }
+
+    fn sign(&self, target: &str, payload: &[u8], time: SystemTime) -> Result<SigV4, ProviderError> {
+        let headers = [("content-type", AMZ_JSON), ("x-amz-target", target)];
+        let req = SignableParts {
+            method: "POST",
+            uri: self.url.as_str(),
+            headers: &headers,
+            body: payload,
+        };
+        sign_v4(&req, &self.region, &self.service, time, &self.creds)
+            .map_err(|m| ProviderError::new(ErrorClass::Permanent, "SigningError", "auth", m))
+    }
+
+    /// One ListAliases page, after `marker`.
+    async fn list_page(&self, marker: Option<&str>) -> Result<ListPage, ProviderError> {
+        let mut req = json!({ "Limit": LIST_LIMIT });
+        if let Some(m) = marker {
+            req["Marker"] = json!(m);
+        }
+        let v = self.call("ListAliases", &req).await?;
+        serde_json::from_value(v).map_err(|e| invalid_response(format!("ListAliases: {e}")))
+    }
+}
+
+#[async_trait]
+impl KmsAliases for AwsKms {
+    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut marker: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let page = self.list_page(marker.as_deref()).await?;
+            out.extend(
+                page.aliases
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| wanted(&a.alias_name, prefixes))
+                    .map(|a| LiveAlias {
+                        name: a.alias_name,
+                        key_id: a.target_key_id,
+                    }),
+            );
+            match next_marker(page.truncated, page.next_marker, &mut seen)? {
+                Some(m) => marker = Some(m),
+                None => return Ok(out),
+            }
+        }
+        Err(invalid_response(format!(
+            "ListAliases: still truncated after {MAX_LIST_PAGES} pages"
+        )))
+    }
+
+    async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        refuse_reserved(alias)?;
+        // DescribeKey accepts an alias name and resolves it to the key it points at.
+        match self.call("DescribeKey", &json!({ "KeyId": alias })).await {
+            Ok(v) => v
+                .pointer("/KeyMetadata/KeyId")
+                .and_then(Value::as_str)
+                .map(|id| Some(id.to_string()))
+                .ok_or_else(|| {
+                    invalid_response("DescribeKey: no KeyMetadata.KeyId in the response")
+                }),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        refuse_reserved(alias)?;
+        self.call(
+            "CreateAlias",
+            &json!({ "AliasName": alias, "TargetKeyId": key_id }),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        refuse_reserved(alias)?;
+        self.call(
+            "UpdateAlias",
+            &json!({ "AliasName": alias, "TargetKeyId": key_id }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// AWS deletes by name alone; `current_key` is not needed.
+    async fn delete_alias(
+        &self,
+        alias: &str,
+        _current_key: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        refuse_reserved(alias)?;
+        self.call("DeleteAlias", &json!({ "AliasName": alias }))
+            .await
+            .map(drop)
+    }
+
+    /// Desired targets may be key ARNs; listings and DescribeKey return bare key ids.
+    fn key_matches(&self, desired: &str, live: &str) -> bool {
+        !desired.is_empty() && bare_key_id(desired) == bare_key_id(live)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SigV4
+
+/// The parts of an HTTP request that SigV4 covers. Every header given is signed (the `host` header
+/// is derived from `uri` when absent, as the HTTP client will send it).
+pub struct SignableParts<'a> {
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+}
+
+/// What signing adds to a request (besides `x-amz-security-token`, which the caller sets from its
+/// credentials). No Debug on purpose: the Authorization header never goes into logs.
+pub struct SigV4 {
+    pub amz_date: String,
+    pub authorization: String,
+    pub signature: String,
+}
+
+/// Signs a request with SigV4, signing exactly the given headers plus `host`, `x-amz-date` and, with
+/// a session token, `x-amz-security-token`. No `x-amz-content-sha256` header (KMS does not use it);
+/// the payload hash is still part of the canonical request.
+pub fn sign_v4(
+    req: &SignableParts<'_>,
+    region: &str,
+    service: &str,
+    time: SystemTime,
+    creds: &Credentials,
+) -> Result<SigV4, String> {
+    let identity: Identity = aws_credential_types::Credentials::new(
+        &creds.access_key_id,
+        creds.secret_access_key.expose(),
+        creds.session_token.as_ref().map(|t| t.expose().to_string()),
+        None,
+        "aliassync",
+    )
+    .into();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
+    let params = SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into();
+    let signable = SignableRequest::new(
+        req.method,
+        req.uri,
+        req.headers.iter().copied(),
+        SignableBody::Bytes(req.body),
+    )
+    .map_err(|e| format!("cannot sign: {e}"))?;
+    let (instructions, signature) = sign(signable, &params)
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into_parts();
+    let header = |name: &str| {
+        instructions
+            .headers()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    match (header("x-amz-date"), header("authorization")) {
+        (Some(amz_date), Some(authorization)) => Ok(SigV4 {
+            amz_date,
+            authorization,
+            signature,
+        }),
+        _ => Err("cannot sign: the signer produced no Authorization header".into()),
+    }
+}
+
+/// A header value hidden from reqwest's Debug output.
+fn sensitive(v: &str) -> Result<HeaderValue, ProviderError> {
+    let mut hv = HeaderValue::from_str(v).map_err(|_| {
+        // Never echo the value: it is a credential.
+        ProviderError::new(
+            ErrorClass::Permanent,
+            "InvalidCredentials",
+            "auth",
+            "credential is not a valid header value",
+        )
+    })?;
+    hv.set_sensitive(true);
+    Ok(hv)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+/// Success bodies: AWS sends an empty body for the alias mutators, moto sends `null` (as text/html);
+/// reads send JSON. The content type is not trusted either way.
+fn parse_success(body: &[u8]) -> Result<Value, ProviderError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| invalid_response(format!("response is not JSON: {e}")))
+}
+
+/// Turns an error response into a ProviderError. The code comes from `X-Amzn-ErrorType`, else the
+/// body (JSON `__type`/`code`, or XML `<Code>` as moto's strict auth sends); the message from the
+/// body. `secrets` are scrubbed from code and message before the message is truncated.
+fn parse_error(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> ProviderError {
+    let (body_code, message) = parse_error_body(body);
+    let code = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(sanitize_code)
+        .filter(|c| !c.is_empty())
+        .or_else(|| {
+            body_code
+                .as_deref()
+                .map(sanitize_code)
+                .filter(|c| !c.is_empty())
+        });
+    let (class, label) = classify(code, status);
+    let code = match code {
+        Some(c) => truncate(&redact(c, secrets), MAX_CODE_CHARS),
+        None => format!("HTTP{status}"),
+    };
+    let message = match message.filter(|m| !m.trim().is_empty()) {
+        Some(m) => truncate(&redact(&m, secrets), MAX_MESSAGE_CHARS),
+        None => format!("HTTP {status}"),
+    };
+    ProviderError::new(class, code, label, message)
+}
+
+/// (code, message) from an error body in any of the shapes seen: KMS JSON, XML, plain text.
+fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return (None, None);
+    }
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        let field = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| v.get(n)?.as_str().map(str::to_string))
+        };
+        return (
+            field(&["__type", "code", "Code"]),
+            field(&["message", "Message"]),
+        );
+    }
+    if text.starts_with('<') {
+        return (xml_element(text, "Code"), xml_element(text, "Message"));
+    }
+    // A proxy's or load balancer's page: keep its text (collapsed) as the message.
+    (
+        None,
+        Some(text.split_whitespace().collect::<Vec<_>>().join(" ")),
+    )
+}
+
+/// The text of the first `<name>…</name>` element, entity-decoded. Enough for AWS's flat error XML.
+fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    let raw = xml[start..end].trim();
+    let decoded = raw
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    Some(decoded)
+}
+
+/// As smithy-rs does: drop a trailing `:url` suffix, then a leading `namespace#`.
+fn sanitize_code(raw: &str) -> &str {
+    let code = raw.split(':').next().unwrap_or(raw);
+    let code = code.split_once('#').map_or(code, |(_, c)| c);
+    code.trim()
+}
+
+/// The one place an AWS error becomes an [`ErrorClass`] and a bounded metric label. The code decides
+/// when it is known; otherwise the HTTP status does.
+fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+    use ErrorClass::*;
+    let known = match code.unwrap_or("") {
+        "ThrottlingException"
+        | "Throttling"
+        | "ThrottledException"
+        | "TooManyRequestsException"
+        | "RequestThrottledException"
+        | "RequestLimitExceeded" => Some((Throttled, "throttling")),
+        "KMSInternalException" | "InternalFailure" | "InternalError" | "InternalServerError" => {
+            Some((Transient, "internal"))
+        }
+        "DependencyTimeoutException" => Some((Transient, "dependency_timeout")),
+        "ServiceUnavailable" | "ServiceUnavailableException" => Some((Transient, "unavailable")),
+        "RequestTimeout" | "RequestTimeoutException" => Some((Transient, "timeout")),
+        "AlreadyExistsException" => Some((AlreadyExists, "already_exists")),
+        "NotFoundException" => Some((NotFound, "not_found")),
+        "KMSInvalidStateException" => Some((InvalidState, "invalid_state")),
+        "ValidationException"
+        | "InvalidAliasNameException"
+        | "InvalidArnException"
+        | "InvalidMarkerException"
+        | "SerializationException"
+        | "MissingParameter"
+        | "InvalidParameterValue" => Some((Permanent, "validation")),
+        "AccessDeniedException" | "AccessDenied" | "NotAuthorizedException" => {
+            Some((Permanent, "access_denied"))
+        }
+        // In KMS this is a resource quota (e.g. aliases per key), not a rate limit: do not retry.
+        "LimitExceededException" => Some((Permanent, "limit_exceeded")),
+        "SignatureDoesNotMatch"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "IncompleteSignatureException"
+        | "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "ExpiredTokenException"
+        | "ExpiredToken"
+        | "RequestExpired"
+        | "MissingAuthenticationToken"
+        | "MissingAuthenticationTokenException" => Some((Permanent, "auth")),
+        _ => None,
+    };
+    known.unwrap_or(match status {
+        429 => (Throttled, "throttling"),
+        500..=599 => (Transient, "http_5xx"),
+        400..=499 if code.is_none() => (Permanent, "http_4xx"),
+        _ => (Permanent, "other"),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListPage {
+    aliases: Option<Vec<AliasEntry>>,
+    #[serde(default)]
+    truncated: bool,
+    next_marker: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasEntry {
+    alias_name: String,
+    /// Predefined AWS aliases may have no key yet.
+    target_key_id: Option<String>,
+}
+
+/// Whether a listed alias belongs to us: never an AWS-managed one, and under one of `prefixes`.
+fn wanted(name: &str, prefixes: &[String]) -> bool {
+    !name.starts_with(RESERVED_PREFIX) && prefixes.iter().any(|p| name.starts_with(p.as_str()))
+}
+
+/// The marker for the next page, None when done. A truncated page without a marker, or a marker seen
+/// before, would loop forever: both are errors rather than a silently partial listing.
+fn next_marker(
+    truncated: bool,
+    marker: Option<String>,
+    seen: &mut HashSet<String>,
+) -> Result<Option<String>, ProviderError> {
+    if !truncated {
+        return Ok(None);
+    }
+    match marker.filter(|m| !m.is_empty()) {
+        None => Err(invalid_response(
+            "ListAliases: truncated page without NextMarker",
+        )),
+        Some(m) if !seen.insert(m.clone()) => {
+            Err(invalid_response("ListAliases: NextMarker repeated"))
+        }
+        Some(m) => Ok(Some(m)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identifiers and configuration
+
+/// `arn:aws:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
+fn bare_key_id(id: &str) -> &str {
+    if !id.starts_with("arn:") {
+        return id;
+    }
+    id.splitn(6, ':')
+        .nth(5)
+        .and_then(|r| r.strip_prefix("key/"))
+        .unwrap_or(id)
+}
+
+fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
+    if alias.starts_with(RESERVED_PREFIX) {
+        return Err(ProviderError::new(
+            ErrorClass::Permanent,
+            "ReservedAlias",
+            "validation",
+            format!("{RESERVED_PREFIX} aliases are managed by AWS and never touched"),
+        ));
+    }
+    Ok(())
+}
+
+/// Region and service go into the SigV4 scope `date/region/service/aws4_request`.
+fn check_scope_part(what: &str, v: &str) -> Result<(), String> {
+    if v.is_empty()
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{what} {v:?} must be non-empty letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
+    let url =
+        reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("endpoint must be an http:// or https:// URL with a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("endpoint must not contain credentials; use the credentials setting".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("endpoint must not have a query or fragment".into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn creds(token: Option<&str>) -> Credentials {
+        Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            session_token: token.map(Secret::new),
+        }
+    }
+
+    // ----- SigV4 vectors, read from the shared reference at test time -----
+
+    struct Vector {
+        access_key_id: String,
+        secret: String,
+        method: String,
+        request_target: String,
+        region: String,
+        service: String,
+        headers: Vec<(String, String)>,
+        body: String,
+        expected: String,
+    }
+
+    impl Vector {
+        fn header(&self, name: &str) -> &str {
+            let h = self
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name));
+            h.map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("vector has no {name} header"))
+        }
+    }
+
+    fn load_vector(file: &str) -> Vector {
+        let path = format!(
+            "{}{file}",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/reference/signing-vectors/"
+            )
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let field = |key: &str| {
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='));
+            v.unwrap_or_else(|| panic!("{path}: no {key}"))
+                .trim()
+                .to_string()
+        };
+        // The scope line of the string to sign: DATE/REGION/SERVICE/aws4_request.
+        let sts = text.split_once("[string_to_sign]").unwrap().1;
+        let scope = sts
+            .split_once("-----BEGIN-----\n")
+            .unwrap()
+            .1
+            .lines()
+            .nth(2)
+            .unwrap();
+        let scope: Vec<&str> = scope.split('/').collect();
+        assert_eq!(
+            (scope.len(), scope[3]),
+            (4, "aws4_request"),
+            "{path}: scope"
+        );
+        // The raw request: header lines, a blank line, the body.
+        let raw = text
+            .split_once("[raw request as received by the capture server]\n")
+            .unwrap()
+            .1;
+        let (head, body) = raw.split_once("\n\n").unwrap();
+        let headers = head.lines().skip(1).filter_map(|l| l.split_once(": "));
+        let body = body.strip_suffix('\n').unwrap_or(body).to_string();
+        assert_eq!(body.len().to_string(), field("body_len"), "{path}: body");
+        Vector {
+            access_key_id: field("access_key_id"),
+            secret: field("secret"),
+            method: field("method"),
+            request_target: field("request_target"),
+            region: scope[1].to_string(),
+            service: scope[2].to_string(),
+            headers: headers
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body,
+            expected: field("expected"),
+        }
+    }
+
+    /// `YYYYMMDDTHHMMSSZ` → SystemTime (days-from-civil, proleptic Gregorian).
+    fn parse_amz_date(s: &str) -> SystemTime {
+        let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
+        let (y, m, d) = (n(0..4), n(4..6), n(6..8));
+        let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * m + 2) / 5 + d - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        let secs = days * 86_400 + n(9..11) * 3600 + n(11..13) * 60 + n(13..15);
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+    }
+
+    fn check_vector(file: &str) {
+        let v = load_vector(file);
+        let creds = Credentials {
+            access_key_id: v.access_key_id.clone(),
+            secret_access_key: Secret::new(v.secret.clone()),
+            session_token: None,
+        };
+        let uri = format!("http://{}{}", v.header("Host"), v.request_target);
+        let headers = [
+            ("content-type", v.header("Content-Type")),
+            ("x-amz-target", v.header("X-Amz-Target")),
+        ];
+        let req = SignableParts {
+            method: &v.method,
+            uri: &uri,
+            headers: &headers,
+            body: v.body.as_bytes(),
+        };
+        let amz_date = v.header("X-Amz-Date");
+        let sig = sign_v4(
+            &req,
+            &v.region,
+            &v.service,
+            parse_amz_date(amz_date),
+            &creds,
+        )
+        .unwrap();
+        assert_eq!(sig.signature, v.expected, "{file}");
+        assert_eq!(sig.amz_date, amz_date, "{file}");
+        assert_eq!(sig.authorization, v.header("Authorization"), "{file}");
+    }
+
+    #[test]
+    fn sigv4_vector_createalias() {
+        check_vector("aws-sigv4-createalias.txt");
+    }
+
+    #[test]
+    fn sigv4_vector_listaliases() {
+        check_vector("aws-sigv4-listaliases.txt");
+    }
+
+    #[test]
+    fn sigv4_signs_session_token() {
+        let headers = [
+            ("content-type", AMZ_JSON),
+            ("x-amz-target", "TrentService.ListAliases"),
+        ];
+        let req = SignableParts {
+            method: "POST",
+            uri: "https://kms.us-east-1.amazonaws.com/",
+            headers: &headers,
+            body: b"{}",
+        };
+        let sig = sign_v4(
+            &req,
+            "us-east-1",
+            "kms",
+            SystemTime::now(),
+            &creds(Some("TOKEN")),
+        )
+        .unwrap();
+        assert!(sig.authorization.contains(
+            "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target,"
+        ));
+        assert!(!sig.authorization.contains("TOKEN"));
+    }
+
+    // ----- error parsing and classification -----
+
+    fn err(status: u16, headers: &[(&str, &str)], body: &str) -> ProviderError {
+        let mut map = HeaderMap::new();
+        for (n, v) in headers {
+            map.insert(
+                reqwest::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        parse_error(status, &map, body.as_bytes(), &[])
+    }
+
+    #[test]
+    fn error_from_header_only() {
+        let e = err(
+            400,
+            &[(
+                "X-Amzn-ErrorType",
+                "ThrottlingException:http://internal.amazon.com/coral/",
+            )],
+            "",
+        );
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Throttled, "ThrottlingException", "throttling")
+        );
+        assert_eq!(e.message, "HTTP 400");
+    }
+
+    #[test]
+    fn error_moto_json_lowercase_message() {
+        let body = r#"{"__type": "NotFoundException", "message": "Alias arn:aws:kms:us-east-1:123456789012:alias/nothere is not found."}"#;
+        let e = err(
+            400,
+            &[
+                ("X-Amzn-ErrorType", "NotFoundException"),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        );
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::NotFound, "NotFoundException", "not_found")
+        );
+        assert_eq!(
+            e.message,
+            "Alias arn:aws:kms:us-east-1:123456789012:alias/nothere is not found."
+        );
+    }
+
+    #[test]
+    fn error_type_with_namespace() {
+        let body = r#"{"__type": "com.amazonaws.kms#AlreadyExistsException", "Message": "An alias with the name x already exists"}"#;
+        let e = err(400, &[], body);
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (
+                ErrorClass::AlreadyExists,
+                "AlreadyExistsException",
+                "already_exists"
+            )
+        );
+        assert_eq!(e.message, "An alias with the name x already exists");
+        // `code` instead of `__type`, with both a namespace and a URL suffix.
+        let e = err(
+            400,
+            &[],
+            r#"{"code": "aws.protocoljson#KMSInvalidStateException:http://x/", "message": "m"}"#,
+        );
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::InvalidState, "KMSInvalidStateException")
+        );
+    }
+
+    #[test]
+    fn error_header_wins_over_body() {
+        let e = err(
+            400,
+            &[("x-amzn-errortype", "LimitExceededException")],
+            r#"{"__type": "Other"}"#,
+        );
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (
+                ErrorClass::Permanent,
+                "LimitExceededException",
+                "limit_exceeded"
+            )
+        );
+    }
+
+    #[test]
+    fn error_moto_strict_auth_xml() {
+        let body = "<?xml version=\"1.0\"?><ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch</Code>\
+                    <Message>The request signature we calculated does not match &amp; so on</Message></Error></Errors>\
+                    <RequestId>7a62c49f</RequestId></ErrorResponse>";
+        let e = err(403, &[("Content-Type", "text/xml")], body);
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Permanent, "SignatureDoesNotMatch", "auth")
+        );
+        assert_eq!(
+            e.message,
+            "The request signature we calculated does not match & so on"
+        );
+    }
+
+    #[test]
+    fn error_non_json_body_and_status_fallbacks() {
+        let e = err(502, &[], "<html>\n<body>502 Bad   Gateway</body></html>");
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Transient, "HTTP502", "http_5xx")
+        );
+        let e = err(503, &[], "upstream connect error");
+        assert_eq!(
+            (e.class, e.label, e.message.as_str()),
+            (ErrorClass::Transient, "http_5xx", "upstream connect error")
+        );
+        let e = err(500, &[], "");
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label, e.message.as_str()),
+            (ErrorClass::Transient, "HTTP500", "http_5xx", "HTTP 500")
+        );
+        let e = err(429, &[], "");
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Throttled, "HTTP429", "throttling")
+        );
+        let e = err(400, &[], "");
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Permanent, "HTTP400", "http_4xx")
+        );
+        let e = err(400, &[], "null");
+        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "http_4xx"));
+    }
+
+    #[test]
+    fn error_code_is_truncated_and_secrets_scrubbed() {
+        let long = "X".repeat(300);
+        let e = err(400, &[], &format!(r#"{{"__type": "{long}"}}"#));
+        assert_eq!(
+            e.code.chars().count(),
+            MAX_CODE_CHARS + 1,
+            "100 chars and the cut mark"
+        );
+        assert_eq!(e.label, "other");
+
+        let body = r#"{"__type": "InvalidSignatureException", "message": "canonical x-amz-security-token:TOK123 key SECRETKEY"}"#;
+        let e = parse_error(
+            400,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            &["SECRETKEY", "TOK123", ""],
+        );
+        assert!(
+            !e.message.contains("TOK123") && !e.message.contains("SECRETKEY"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.label, "auth");
+    }
+
+    #[test]
+    fn classification_table() {
+        use ErrorClass::*;
+        let cases: &[(&str, u16, ErrorClass, &str)] = &[
+            ("ThrottlingException", 400, Throttled, "throttling"),
+            ("Throttling", 400, Throttled, "throttling"),
+            ("ThrottledException", 400, Throttled, "throttling"),
+            ("TooManyRequestsException", 429, Throttled, "throttling"),
+            ("KMSInternalException", 500, Transient, "internal"),
+            (
+                "DependencyTimeoutException",
+                503,
+                Transient,
+                "dependency_timeout",
+            ),
+            ("InternalFailure", 500, Transient, "internal"),
+            ("ServiceUnavailable", 503, Transient, "unavailable"),
+            (
+                "AlreadyExistsException",
+                400,
+                AlreadyExists,
+                "already_exists",
+            ),
+            ("NotFoundException", 400, NotFound, "not_found"),
+            (
+                "KMSInvalidStateException",
+                409,
+                InvalidState,
+                "invalid_state",
+            ),
+            ("ValidationException", 400, Permanent, "validation"),
+            ("InvalidAliasNameException", 400, Permanent, "validation"),
+            ("InvalidArnException", 400, Permanent, "validation"),
+            ("AccessDeniedException", 400, Permanent, "access_denied"),
+            ("NotAuthorizedException", 400, Permanent, "access_denied"),
+            ("LimitExceededException", 400, Permanent, "limit_exceeded"),
+            ("SignatureDoesNotMatch", 403, Permanent, "auth"),
+            ("InvalidClientTokenId", 403, Permanent, "auth"),
+            ("UnrecognizedClientException", 400, Permanent, "auth"),
+            ("IncompleteSignature", 400, Permanent, "auth"),
+            ("ExpiredTokenException", 400, Permanent, "auth"),
+            // Unknown codes: the status decides the class, the label stays bounded.
+            ("SomethingNew", 400, Permanent, "other"),
+            ("SomethingNew", 500, Transient, "http_5xx"),
+            ("SomethingNew", 429, Throttled, "throttling"),
+            // A known permanent code wins over a 5xx status.
+            ("AccessDeniedException", 503, Permanent, "access_denied"),
+        ];
+        for &(code, status, class, label) in cases {
+            assert_eq!(
+                classify(Some(code), status),
+                (class, label),
+                "{code} {status}"
+            );
+        }
+        assert_eq!(classify(None, 504), (Transient, "http_5xx"));
+        assert_eq!(classify(None, 403), (Permanent, "http_4xx"));
+        assert_eq!(classify(None, 302), (Permanent, "other"));
+    }
+
+    #[test]
+    fn success_bodies() {
+        assert_eq!(parse_success(b"").unwrap(), Value::Null);
+        assert_eq!(parse_success(b"null").unwrap(), Value::Null);
+        assert_eq!(parse_success(b" \n").unwrap(), Value::Null);
+        assert_eq!(parse_success(br#"{"a":1}"#).unwrap(), json!({"a": 1}));
+        let e = parse_success(b"<html>ok</html>").unwrap_err();
+        assert_eq!(
+            (e.class, e.label),
+            (ErrorClass::Transient, "invalid_response")
+        );
+    }
+
+    // ----- identifiers and construction -----
+
+    fn kms(endpoint: &str) -> AwsKms {
+        AwsKms::new(
+            "us-east-1",
+            Some(endpoint),
+            None,
+            creds(None),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn key_matches_arn_and_bare_id() {
+        let k = kms("http://127.0.0.1:1");
+        let id = "1234abcd-12ab-34cd-56ef-1234567890ab";
+        let arn = format!("arn:aws:kms:us-east-1:123456789012:key/{id}");
+        assert!(k.key_matches(id, id));
+        assert!(k.key_matches(&arn, id));
+        assert!(k.key_matches(&arn, &arn));
+        assert!(k.key_matches(
+            "mrk-1234abcd12ab34cd56ef1234567890ab",
+            "mrk-1234abcd12ab34cd56ef1234567890ab"
+        ));
+        assert!(!k.key_matches(&arn, "1234abcd-12ab-34cd-56ef-000000000000"));
+        assert!(!k.key_matches("arn:aws:kms:us-east-1:123456789012:alias/x", "x"));
+        assert!(!k.key_matches("", ""));
+    }
+
+    #[test]
+    fn constructor_validates_and_never_leaks() {
+        let url = |k: AwsKms| k.url.to_string();
+        let k = AwsKms::new("eu-west-1", None, None, creds(None), Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (url(k), "kms"),
+            ("https://kms.eu-west-1.amazonaws.com/".to_string(), "kms")
+        );
+        let k = AwsKms::new(
+            "eu-west-1",
+            Some("http://q:8080"),
+            Some("qkms"),
+            creds(None),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(k.service, "qkms");
+        assert!(AwsKms::new("", None, None, creds(None), Duration::from_secs(1)).is_err());
+        assert!(AwsKms::new("us/east", None, None, creds(None), Duration::from_secs(1)).is_err());
+        assert!(AwsKms::new(
+            "us-east-1",
+            Some("ftp://x"),
+            None,
+            creds(None),
+            Duration::from_secs(1)
+        )
+        .is_err());
+        let e = AwsKms::new(
+            "us-east-1",
+            Some("https://u:pw9@x"),
+            None,
+            creds(None),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(!e.contains("pw9"), "{e}");
+        assert!(AwsKms::new("us-east-1", None, None, creds(None), Duration::ZERO).is_err());
+        let dbg = format!(
+            "{:?}",
+            AwsKms::new(
+                "us-east-1",
+                None,
+                None,
+                creds(Some("TOK")),
+                Duration::from_secs(1)
+            )
+            .unwrap()
+        );
+        assert!(!dbg.contains("wJalr") && !dbg.contains("TOK\""), "{dbg}");
+    }
+
+    // ----- against a tiny in-process HTTP server -----
+
+    struct Recorded {
+        headers: Vec<(String, String)>,
+        body: Value,
+    }
+
+    impl Recorded {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    type Reply = (u16, Vec<(&'static str, &'static str)>, String);
+    type Log = Arc<Mutex<Vec<Recorded>>>;
+
+    /// Serves `reply(request body)` over HTTP/1.1, one request per connection, recording each request.
+    async fn serve(reply: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> (String, Log) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log: Log = Arc::default();
+        let (log2, reply) = (log.clone(), Arc::new(reply));
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let Some(req) = read_request(&mut sock).await else {
+                    continue;
+                };
+                let (status, headers, body) = reply(&req.body);
+                log2.lock().unwrap().push(req);
+                let mut resp = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for (n, v) in headers {
+                    resp.push_str(&format!("{n}: {v}\r\n"));
+                }
+                resp.push_str("\r\n");
+                resp.push_str(&body);
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        (url, log)
+    }
+
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Recorded> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = sock.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = buf[head_end + 4..].to_vec();
+        while body.len() < len {
+            let n = sock.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+            body.extend_from_slice(&chunk[..n]);
+        }
+        Some(Recorded {
+            headers,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        })
+    }
+
+    fn page(aliases: &[(&str, Option<&str>)], next: Option<&str>) -> Reply {
+        let aliases: Vec<Value> = aliases
+            .iter()
+            .map(|(n, k)| match k {
+                Some(k) => json!({"AliasName": n, "AliasArn": format!("arn:aws:kms:us-east-1:1:{n}"), "TargetKeyId": k}),
+                None => json!({"AliasName": n}),
+            })
+            .collect();
+        let body = match next {
+            Some(m) => json!({"Aliases": aliases, "Truncated": true, "NextMarker": m}),
+            None => json!({"Aliases": aliases, "Truncated": false}),
+        };
+        (200, vec![("Content-Type", AMZ_JSON)], body.to_string())
+    }
+
+    #[tokio::test]
+    async fn list_walks_all_pages_filters_and_signs() {
+        let (url, log) = serve(|req| match req.get("Marker").and_then(Value::as_str) {
+            None => page(
+                &[
+                    ("alias/app/one", Some("k1")),
+                    ("alias/aws/ebs", Some("kx")),
+                    ("alias/other/x", Some("k2")),
+                ],
+                Some("m1"),
+            ),
+            Some("m1") => page(
+                &[("alias/app/two", Some("k3")), ("alias/aws/s3", None)],
+                Some("m2"),
+            ),
+            Some("m2") => page(&[("alias/team/three", None)], None),
+            Some(_) => (
+                400,
+                vec![("X-Amzn-ErrorType", "InvalidMarkerException")],
+                String::new(),
+            ),
+        })
+        .await;
+        let prefixes = [
+            "alias/app/".to_string(),
+            "alias/team/".to_string(),
+            "alias/".to_string() + "aws/",
+        ];
+        let got = kms(&url).list_aliases(&prefixes).await.unwrap();
+        let want = [
+            ("alias/app/one", Some("k1")),
+            ("alias/app/two", Some("k3")),
+            ("alias/team/three", None),
+        ];
+        let want: Vec<LiveAlias> = want
+            .iter()
+            .map(|(n, k)| LiveAlias {
+                name: n.to_string(),
+                key_id: k.map(str::to_string),
+            })
+            .collect();
+        assert_eq!(got, want);
+
+        let log = log.lock().unwrap();
+        let markers: Vec<Option<&str>> = log
+            .iter()
+            .map(|r| r.body.get("Marker").and_then(Value::as_str))
+            .collect();
+        assert_eq!(markers, [None, Some("m1"), Some("m2")]);
+        for r in log.iter() {
+            assert_eq!(r.body["Limit"], 100);
+            assert_eq!(r.header("x-amz-target"), Some("TrentService.ListAliases"));
+            assert_eq!(r.header("content-type"), Some(AMZ_JSON));
+            assert_eq!(r.header("x-amz-content-sha256"), None);
+            let auth = r.header("authorization").expect("signed");
+            assert!(
+                auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+                "{auth}"
+            );
+            assert!(auth.contains("/us-east-1/kms/aws4_request"), "{auth}");
+            assert!(
+                auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target,"),
+                "{auth}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn list_refuses_endless_paging() {
+        let (url, log) = serve(|_| page(&[("alias/app/a", Some("k"))], Some("same"))).await;
+        let e = kms(&url)
+            .list_aliases(&["alias/".into()])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Transient, "InvalidResponse")
+        );
+        assert_eq!(
+            log.lock().unwrap().len(),
+            2,
+            "stops at the first repeated marker"
+        );
+
+        let (url, _) =
+            serve(|_| (200, vec![], r#"{"Aliases": [], "Truncated": true}"#.into())).await;
+        let e = kms(&url)
+            .list_aliases(&["alias/".into()])
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("without NextMarker"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn get_alias_describes_key_and_maps_not_found() {
+        let (url, log) = serve(|req| match req["KeyId"].as_str() {
+            Some("alias/app/one") => (
+                200,
+                vec![],
+                r#"{"KeyMetadata": {"KeyId": "k1", "KeyState": "Enabled"}}"#.into(),
+            ),
+            _ => (
+                400,
+                vec![
+                    ("X-Amzn-ErrorType", "NotFoundException"),
+                    ("Content-Type", "application/json"),
+                ],
+                r#"{"__type": "NotFoundException", "message": "Alias x is not found."}"#.into(),
+            ),
+        })
+        .await;
+        let k = kms(&url);
+        assert_eq!(
+            k.get_alias("alias/app/one").await.unwrap().as_deref(),
+            Some("k1")
+        );
+        assert_eq!(k.get_alias("alias/app/none").await.unwrap(), None);
+        // Never probed: DescribeKey on an AWS alias can create the AWS managed key.
+        let e = k.get_alias("alias/aws/ebs").await.unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Permanent, "ReservedAlias")
+        );
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(
+            log[0].header("x-amz-target"),
+            Some("TrentService.DescribeKey")
+        );
+    }
+
+    #[tokio::test]
+    async fn mutators_accept_empty_and_null_bodies() {
+        let (url, log) = serve(|req| match req["AliasName"].as_str() {
+            // moto: `null` as text/html; AWS: empty.
+            Some("alias/app/moto") => (
+                200,
+                vec![("Content-Type", "text/html; charset=utf-8")],
+                "null".into(),
+            ),
+            Some("alias/app/aws") => (200, vec![], String::new()),
+            _ => (
+                400,
+                vec![("X-Amzn-ErrorType", "AlreadyExistsException")],
+                r#"{"__type": "AlreadyExistsException", "message": "exists"}"#.into(),
+            ),
+        })
+        .await;
+        let k = kms(&url);
+        k.create_alias("alias/app/moto", "k1").await.unwrap();
+        k.update_alias("alias/app/aws", "k2").await.unwrap();
+        k.delete_alias("alias/app/aws", Some("ignored"))
+            .await
+            .unwrap();
+        let e = k.create_alias("alias/app/taken", "k1").await.unwrap_err();
+        assert_eq!(
+            (e.class, e.label),
+            (ErrorClass::AlreadyExists, "already_exists")
+        );
+        let log = log.lock().unwrap();
+        let targets: Vec<_> = log
+            .iter()
+            .map(|r| r.header("x-amz-target").unwrap().to_string())
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                "TrentService.CreateAlias",
+                "TrentService.UpdateAlias",
+                "TrentService.DeleteAlias",
+                "TrentService.CreateAlias"
+            ]
+        );
+        assert_eq!(
+            log[0].body,
+            json!({"AliasName": "alias/app/moto", "TargetKeyId": "k1"})
+        );
+        assert_eq!(log[2].body, json!({"AliasName": "alias/app/aws"}));
+    }
+
+    #[tokio::test]
+    async fn session_token_is_sent_signed_and_scrubbed_from_errors() {
+        // The endpoint echoes request parts back, as SignatureDoesNotMatch messages can.
+        let (url, log) = serve(|_| {
+            let msg = "canonical request: x-amz-security-token:SESSIONTOK secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+            (400, vec![], json!({"__type": "InvalidSignatureException", "message": msg}).to_string())
+        })
+        .await;
+        let k = AwsKms::new(
+            "us-east-1",
+            Some(&url),
+            None,
+            creds(Some("SESSIONTOK")),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let e = k.call("ListAliases", &json!({})).await.unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(
+            !shown.contains("SESSIONTOK") && !shown.contains("wJalrXUtnFEMI"),
+            "{shown}"
+        );
+        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "auth"));
+        let log = log.lock().unwrap();
+        assert_eq!(log[0].header("x-amz-security-token"), Some("SESSIONTOK"));
+        assert!(log[0]
+            .header("authorization")
+            .unwrap()
+            .contains("x-amz-security-token"));
+    }
+}

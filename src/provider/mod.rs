@@ -1,0 +1,89 @@
+//! The one interface the reconcile core knows. Each cloud's wire format, signing and error
+//! classification stay inside its own module.
+
+pub mod aws;
+pub mod http;
+
+use async_trait::async_trait;
+
+/// How the engine must treat a failed call. Decided once, inside each provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Rate limited: retry later and slow the target's bucket.
+    Throttled,
+    /// 5xx, timeouts, connection errors: retry with backoff.
+    Transient,
+    /// The alias already exists (on create).
+    AlreadyExists,
+    /// Alias or key not found (also what eventual consistency looks like right after a change).
+    NotFound,
+    /// The key's state does not allow the call (may also be eventual consistency).
+    InvalidState,
+    /// Validation, access denied, quota: retrying the same call cannot succeed.
+    Permanent,
+}
+
+/// A failed provider call. `code` is the cloud's error code (for logs, /status and the DLQ);
+/// `label` is its bounded form for metrics. Messages never carry credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProviderError {
+    pub class: ErrorClass,
+    pub code: String,
+    pub label: &'static str,
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(class: ErrorClass, code: impl Into<String>, label: &'static str, message: impl Into<String>) -> Self {
+        ProviderError { class, code: code.into(), label, message: message.into() }
+    }
+}
+
+/// A live alias as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveAlias {
+    pub name: String,
+    pub key_id: Option<String>,
+}
+
+/// Operations, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    List,
+    Get,
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::List => "list_aliases",
+            Operation::Get => "get_alias",
+            Operation::Create => "create_alias",
+            Operation::Update => "update_alias",
+            Operation::Delete => "delete_alias",
+        }
+    }
+    pub fn is_write(self) -> bool {
+        matches!(self, Operation::Create | Operation::Update | Operation::Delete)
+    }
+}
+
+#[async_trait]
+pub trait KmsAliases: Send + Sync {
+    /// Every alias whose name starts with one of `prefixes`, over all pages.
+    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError>;
+    /// The key an alias points at; None if the alias does not exist.
+    async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError>;
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError>;
+    async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError>;
+    /// `current_key` is the key the alias is known to point at (some clouds need it to delete).
+    async fn delete_alias(&self, alias: &str, current_key: Option<&str>) -> Result<(), ProviderError>;
+    /// Whether a desired key id (any accepted form, e.g. an ARN) names the live key id.
+    fn key_matches(&self, desired: &str, live: &str) -> bool {
+        desired == live
+    }
+}

@@ -1,0 +1,83 @@
+//! A target's view of its provider: every call waits for the target's token bucket (writes and reads
+//! apart, as the clouds meter them), is timed and counted, and throttling slows the bucket (AIMD).
+//! The drift scanner and the workers both go through it, so one bucket spends the target's quota.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::bucket::Limiter;
+use crate::provider::{ErrorClass, KmsAliases, LiveAlias, Operation, ProviderError};
+use crate::telemetry::metrics::metrics;
+
+pub struct Governed {
+    inner: Arc<dyn KmsAliases>,
+    target: String,
+    provider: &'static str,
+    writes: Limiter,
+    reads: Limiter,
+}
+
+impl Governed {
+    pub fn new(inner: Arc<dyn KmsAliases>, target: &str, provider: &'static str, write_rate: f64, read_rate: f64) -> Self {
+        let m = metrics();
+        m.rate_limit.with_label_values(&[target, "write"]).set(write_rate);
+        m.rate_limit.with_label_values(&[target, "read"]).set(read_rate);
+        Governed { inner, target: target.into(), provider, writes: Limiter::new(write_rate), reads: Limiter::new(read_rate) }
+    }
+
+    async fn run<T, F>(&self, op: Operation, f: F) -> Result<T, ProviderError>
+    where
+        F: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let (limiter, class) = if op.is_write() { (&self.writes, "write") } else { (&self.reads, "read") };
+        limiter.acquire().await;
+        let start = Instant::now();
+        let res = f.await;
+        let m = metrics();
+        m.provider_duration
+            .with_label_values(&[&self.target, op.as_str()])
+            .observe(start.elapsed().as_secs_f64());
+        let code = match &res {
+            Ok(_) => "ok",
+            Err(e) => e.label,
+        };
+        m.provider_requests.with_label_values(&[&self.target, self.provider, op.as_str(), code]).inc();
+        let rate = match &res {
+            Err(e) if e.class == ErrorClass::Throttled => {
+                let r = limiter.throttled().await;
+                tracing::warn!(target_name = %self.target, operation = op.as_str(), rate = r, "throttled; slowing down");
+                Some(r)
+            }
+            Ok(_) => Some(limiter.succeeded().await),
+            Err(_) => None,
+        };
+        if let Some(r) = rate {
+            m.rate_limit.with_label_values(&[&self.target, class]).set(r);
+        }
+        res
+    }
+}
+
+#[async_trait]
+impl KmsAliases for Governed {
+    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
+        self.run(Operation::List, self.inner.list_aliases(prefixes)).await
+    }
+    async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        self.run(Operation::Get, self.inner.get_alias(alias)).await
+    }
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        self.run(Operation::Create, self.inner.create_alias(alias, key_id)).await
+    }
+    async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        self.run(Operation::Update, self.inner.update_alias(alias, key_id)).await
+    }
+    async fn delete_alias(&self, alias: &str, current_key: Option<&str>) -> Result<(), ProviderError> {
+        self.run(Operation::Delete, self.inner.delete_alias(alias, current_key)).await
+    }
+    fn key_matches(&self, desired: &str, live: &str) -> bool {
+        self.inner.key_matches(desired, live)
+    }
+}

@@ -1,0 +1,231 @@
+//! The reconcile engine: one task per target, each with its own queue, token buckets and concurrency
+//! cap, so a slow or failing target never stalls another. Workers compare the latest desired value
+//! with the live one (from the target's listing plus our own writes) and make at most the writes needed.
+
+pub mod bucket;
+pub mod decide;
+pub mod governed;
+pub mod queue;
+mod target;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::Mode;
+use crate::desired::Store;
+use crate::event::TargetId;
+use crate::provider::KmsAliases;
+use crate::telemetry::metrics::metrics;
+use queue::WorkQueue;
+
+/// A reconcile that cannot succeed by retrying; the engine hands it to the dead-letter sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct PermanentFailure {
+    pub target: String,
+    pub alias: String,
+    pub key_id: Option<String>,
+    pub action: &'static str,
+    pub code: String,
+    pub message: String,
+    pub at_unix: u64,
+}
+
+/// Where permanent failures go (the dead-letter topic in the daemon). Must not block.
+pub trait FailureSink: Send + Sync + 'static {
+    fn permanent(&self, failure: PermanentFailure);
+}
+
+pub struct TargetSpec {
+    pub id: TargetId,
+    pub name: String,
+    /// Already rate limited and instrumented (see `governed`).
+    pub provider: Arc<dyn KmsAliases>,
+    pub concurrency: usize,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub consistency_retries: u32,
+    pub managed_prefixes: Vec<String>,
+}
+
+impl EngineConfig {
+    /// The ownership guard: only managed prefixes, never a reserved name, whatever an event says.
+    pub fn may_touch(&self, alias: &str) -> bool {
+        !crate::event::is_reserved(alias)
+            && crate::event::check_alias_name(alias).is_ok()
+            && self.managed_prefixes.iter().any(|p| alias.starts_with(p.as_str()))
+    }
+}
+
+const RECENT_FAILURES: usize = 20;
+
+struct Target {
+    id: TargetId,
+    name: String,
+    provider: Arc<dyn KmsAliases>,
+    concurrency: usize,
+    mode: Mode,
+    queue: Mutex<WorkQueue>,
+    notify: Notify,
+    owned: watch::Sender<bool>,
+    /// Live aliases under the managed prefixes: the last listing plus our own successful writes.
+    live: Mutex<HashMap<Box<str>, String>>,
+    listed_at: Mutex<Option<u64>>,
+    failures: Mutex<VecDeque<PermanentFailure>>,
+}
+
+struct Inner {
+    targets: Vec<Arc<Target>>,
+    store: Arc<RwLock<Store>>,
+    cfg: EngineConfig,
+    sink: Arc<dyn FailureSink>,
+    rebuilt: watch::Sender<bool>,
+    shutdown: watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetStatus {
+    pub name: String,
+    pub owned: bool,
+    pub mode: &'static str,
+    pub desired: usize,
+    pub queue_depth: usize,
+    pub in_progress: usize,
+    pub lag_events: u64,
+    pub lag_seconds: f64,
+    pub last_listing_unix: Option<u64>,
+    pub recent_failures: Vec<PermanentFailure>,
+}
+
+impl Engine {
+    pub fn new(specs: Vec<TargetSpec>, store: Arc<RwLock<Store>>, cfg: EngineConfig, sink: Arc<dyn FailureSink>) -> Self {
+        let targets = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                assert_eq!(s.id as usize, i, "target ids are dense and ordered");
+                Arc::new(Target {
+                    id: s.id,
+                    name: s.name,
+                    provider: s.provider,
+                    concurrency: s.concurrency.max(1),
+                    mode: s.mode,
+                    queue: Mutex::new(WorkQueue::new(cfg.backoff_min, cfg.backoff_max)),
+                    notify: Notify::new(),
+                    owned: watch::channel(false).0,
+                    live: Mutex::new(HashMap::new()),
+                    listed_at: Mutex::new(None),
+                    failures: Mutex::new(VecDeque::new()),
+                })
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            targets,
+            store,
+            cfg,
+            sink,
+            rebuilt: watch::channel(false).0,
+            shutdown: watch::channel(false).0,
+        });
+        Engine { inner, tasks: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// Starts one task per target.
+    pub fn start(&self) {
+        let mut tasks = self.tasks.lock().unwrap();
+        for t in &self.inner.targets {
+            tasks.push(tokio::spawn(target::run(self.inner.clone(), t.clone())));
+        }
+    }
+
+    /// The desired state of `alias` changed in `targets`.
+    pub fn changed(&self, alias: &str, targets: &[TargetId]) {
+        if !*self.inner.rebuilt.borrow() {
+            // The full pass after the rebuild covers it.
+            return;
+        }
+        let alias: Arc<str> = Arc::from(alias);
+        let now = tokio::time::Instant::now();
+        for &id in targets {
+            let Some(t) = self.inner.targets.get(id as usize) else { continue };
+            if *t.owned.borrow() {
+                t.queue.lock().unwrap().add(alias.clone(), now);
+                t.notify.notify_one();
+            }
+        }
+    }
+
+    /// The desired state is rebuilt: owned targets list and do their full pass.
+    pub fn set_rebuilt(&self) {
+        self.inner.rebuilt.send_replace(true);
+    }
+
+    /// The targets this instance now holds the lease for.
+    pub fn set_owned(&self, owned: &HashSet<TargetId>) {
+        for t in &self.inner.targets {
+            let now = owned.contains(&t.id);
+            let was = t.owned.send_replace(now);
+            if was != now {
+                tracing::info!(target_name = %t.name, owned = now, "target lease {}", if now { "acquired" } else { "released" });
+            }
+        }
+        metrics().owned_targets.set(owned.len() as i64);
+    }
+
+    /// Stops taking work, lets in-flight reconciles finish within `timeout`, then returns.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap());
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout(timeout + Duration::from_secs(1), all).await.is_err() {
+            tracing::warn!("drain timed out; in-flight reconciles abandoned (they are retried after restart)");
+        }
+    }
+
+    pub fn status(&self) -> Vec<TargetStatus> {
+        let store = self.inner.store.read().unwrap();
+        let now = tokio::time::Instant::now();
+        self.inner
+            .targets
+            .iter()
+            .map(|t| {
+                let q = t.queue.lock().unwrap();
+                let (lag_events, lag) = q.lag(now);
+                TargetStatus {
+                    name: t.name.clone(),
+                    owned: *t.owned.borrow(),
+                    mode: match t.mode {
+                        Mode::Enforce => "enforce",
+                        Mode::Observe => "observe",
+                    },
+                    desired: store.count(t.id),
+                    queue_depth: q.len(),
+                    in_progress: q.in_progress(),
+                    lag_events,
+                    lag_seconds: lag.as_secs_f64(),
+                    last_listing_unix: *t.listed_at.lock().unwrap(),
+                    recent_failures: t.failures.lock().unwrap().iter().cloned().collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,286 @@
+//! The per-target work queue (client-go workqueue semantics): one entry per alias however many events
+//! arrive, never handed out twice at once (a change during processing marks it dirty and re-queues it
+//! after), failed items wait out a per-item exponential backoff with jitter (backon).
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio::time::Instant;
+
+#[derive(Debug)]
+enum Status {
+    Ready,
+    Delayed(Instant),
+    Processing { dirty: bool },
+}
+
+#[derive(Debug)]
+struct Item {
+    status: Status,
+    /// Events not yet applied, and since when the oldest of them waits (lag).
+    events: u64,
+    since: Instant,
+    /// Events already pending when the item was handed out; a success applies exactly these.
+    taken: u64,
+    /// Set when a change arrives during processing.
+    dirty_since: Option<Instant>,
+    attempts: u32,
+    backoff: Option<ExponentialBackoff>,
+}
+
+/// How a reconcile ended, for the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    Success,
+    Retry,
+    /// Permanent failure: dropped until the next change.
+    Drop,
+}
+
+#[derive(Debug)]
+pub struct WorkQueue {
+    items: HashMap<Arc<str>, Item>,
+    ready: VecDeque<Arc<str>>,
+    delayed: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    backoff: ExponentialBuilder,
+    events: u64,
+}
+
+impl WorkQueue {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        WorkQueue { items: HashMap::new(), ready: VecDeque::new(), delayed: BinaryHeap::new(), backoff, events: 0 }
+    }
+
+    /// Marks an alias as needing a reconcile.
+    pub fn add(&mut self, alias: Arc<str>, now: Instant) {
+        self.events += 1;
+        match self.items.get_mut(&alias) {
+            None => {
+                self.items.insert(
+                    alias.clone(),
+                    Item { status: Status::Ready, events: 1, since: now, taken: 0, dirty_since: None, attempts: 0, backoff: None },
+                );
+                self.ready.push_back(alias);
+            }
+            Some(it) => {
+                it.events += 1;
+                // A delayed retry keeps its delay: it reconciles the latest desired value anyway.
+                if let Status::Processing { dirty } = &mut it.status {
+                    *dirty = true;
+                    it.dirty_since.get_or_insert(now);
+                }
+            }
+        }
+    }
+
+    /// Hands out the next ready alias (and how many attempts it already had), promoting due retries.
+    pub fn pop(&mut self, now: Instant) -> Option<(Arc<str>, u32)> {
+        while let Some(Reverse((at, _))) = self.delayed.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((at, alias)) = self.delayed.pop().unwrap();
+            if let Some(it) = self.items.get_mut(&alias) {
+                if matches!(it.status, Status::Delayed(d) if d == at) {
+                    it.status = Status::Ready;
+                    self.ready.push_back(alias);
+                }
+            }
+        }
+        while let Some(alias) = self.ready.pop_front() {
+            let Some(it) = self.items.get_mut(&alias) else { continue };
+            if !matches!(it.status, Status::Ready) {
+                continue;
+            }
+            it.status = Status::Processing { dirty: false };
+            it.taken = it.events;
+            return Some((alias, it.attempts));
+        }
+        None
+    }
+
+    /// When the earliest delayed retry becomes due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.delayed.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Ends processing of an alias; returns the retry delay when there is one.
+    pub fn done(&mut self, alias: &Arc<str>, done: Done, now: Instant) -> Option<Duration> {
+        let it = self.items.get_mut(alias)?;
+        let Status::Processing { dirty } = it.status else { return None };
+        match done {
+            Done::Retry => {
+                it.attempts += 1;
+                let b = it.backoff.get_or_insert_with(|| self.backoff.build());
+                let delay = b.next().unwrap_or(Duration::from_secs(60));
+                it.status = Status::Delayed(now + delay);
+                it.dirty_since = None;
+                self.delayed.push(Reverse((now + delay, alias.clone())));
+                Some(delay)
+            }
+            Done::Success | Done::Drop => {
+                let applied = if done == Done::Success { it.taken } else { it.events };
+                it.events -= applied.min(it.events);
+                self.events -= applied.min(self.events);
+                it.attempts = 0;
+                it.backoff = None;
+                if dirty {
+                    it.status = Status::Ready;
+                    it.since = it.dirty_since.take().unwrap_or(now);
+                    if it.events == 0 {
+                        it.events = 1;
+                        self.events += 1;
+                    }
+                    self.ready.push_back(alias.clone());
+                } else {
+                    self.events -= it.events.min(self.events);
+                    self.items.remove(alias);
+                }
+                None
+            }
+        }
+    }
+
+    /// Drops everything (the lease moved away). Items being processed are dropped when they finish.
+    pub fn clear(&mut self) {
+        self.items.retain(|_, it| matches!(it.status, Status::Processing { .. }));
+        for it in self.items.values_mut() {
+            it.status = Status::Processing { dirty: false };
+        }
+        self.ready.clear();
+        self.delayed.clear();
+        self.events = self.items.values().map(|i| i.events).sum();
+    }
+
+    /// Pending items (ready, delayed or in progress).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn in_progress(&self) -> usize {
+        self.items.values().filter(|i| matches!(i.status, Status::Processing { .. })).count()
+    }
+
+    /// (events not yet applied, age of the oldest one).
+    pub fn lag(&self, now: Instant) -> (u64, Duration) {
+        let oldest = self.items.values().map(|i| i.since).min();
+        (self.events, oldest.map(|s| now.saturating_duration_since(s)).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q() -> WorkQueue {
+        WorkQueue::new(Duration::from_millis(100), Duration::from_secs(10))
+    }
+    fn a(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dedupes_and_never_hands_out_twice() {
+        let mut q = q();
+        let now = Instant::now();
+        for _ in 0..50 {
+            q.add(a("x"), now);
+        }
+        q.add(a("y"), now);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.lag(now).0, 51);
+        let (x, _) = q.pop(now).unwrap();
+        assert_eq!(&*x, "x");
+        // A change while x is processing: not handed out again until x is done.
+        q.add(a("x"), now);
+        assert_eq!(&*q.pop(now).unwrap().0, "y");
+        assert!(q.pop(now).is_none());
+        q.done(&x, Done::Success, now);
+        let (x2, _) = q.pop(now).unwrap();
+        assert_eq!(&*x2, "x");
+        assert_eq!(q.lag(now).0, 2, "y in progress and x's one new event");
+        q.done(&x2, Done::Success, now);
+        q.done(&a("y"), Done::Success, now);
+        assert!(q.is_empty());
+        assert_eq!(q.lag(now), (0, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_exponentially() {
+        let mut q = q();
+        q.add(a("x"), Instant::now());
+        let mut delays = Vec::new();
+        for i in 0..5 {
+            let now = Instant::now();
+            let (x, attempts) = q.pop(now).unwrap();
+            assert_eq!(attempts, i);
+            let d = q.done(&x, Done::Retry, now).unwrap();
+            assert!(q.pop(now).is_none(), "not due yet");
+            assert_eq!(q.next_due(), Some(now + d));
+            delays.push(d);
+            tokio::time::advance(d).await;
+        }
+        // Jitter adds up to one base delay: each delay lies in [base, 2*base).
+        for (i, d) in delays.iter().enumerate() {
+            let base = 100u64 << i;
+            assert!(d.as_millis() as u64 >= base && (d.as_millis() as u64) < 2 * base + 1, "{i}: {d:?}");
+        }
+        // A success resets the backoff.
+        let now = Instant::now();
+        let (x, _) = q.pop(now).unwrap();
+        q.add(x.clone(), now);
+        q.done(&x, Done::Success, now);
+        let (x, attempts) = q.pop(now).unwrap();
+        assert_eq!(attempts, 0);
+        assert!(q.done(&x, Done::Retry, now).unwrap() < Duration::from_millis(201));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_item_keeps_its_delay_on_new_events() {
+        let mut q = q();
+        let now = Instant::now();
+        q.add(a("x"), now);
+        let (x, _) = q.pop(now).unwrap();
+        q.done(&x, Done::Retry, now);
+        q.add(a("x"), now);
+        assert!(q.pop(now).is_none());
+        assert_eq!(q.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drop_and_clear() {
+        let mut q = q();
+        let now = Instant::now();
+        q.add(a("x"), now);
+        q.add(a("y"), now);
+        let (x, _) = q.pop(now).unwrap();
+        q.clear();
+        assert!(q.pop(now).is_none());
+        assert_eq!(q.len(), 1, "x still in progress");
+        q.done(&x, Done::Drop, now);
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lag_seconds_tracks_the_oldest() {
+        let mut q = q();
+        let t0 = Instant::now();
+        q.add(a("x"), t0);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        q.add(a("y"), Instant::now());
+        assert_eq!(q.lag(Instant::now()).1, Duration::from_secs(3));
+    }
+}

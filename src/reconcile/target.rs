@@ -1,0 +1,317 @@
+//! One target's task: wait for the lease, list the target, queue the full pass, then run workers
+//! (at most `concurrency`, never two for one alias) until the lease goes or the daemon stops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+
+use super::decide::{decide, Action};
+use super::queue::Done;
+use super::{unix_now, Inner, PermanentFailure, Target, RECENT_FAILURES};
+use crate::config::Mode;
+use crate::provider::{ErrorClass, ProviderError};
+use crate::telemetry::metrics::metrics;
+
+pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
+    let mut owned_rx = t.owned.subscribe();
+    let mut rebuilt_rx = inner.rebuilt.subscribe();
+    let mut shut_rx = inner.shutdown.subscribe();
+    loop {
+        // Wait for the lease and the rebuilt desired state.
+        loop {
+            if *shut_rx.borrow_and_update() {
+                return;
+            }
+            if *owned_rx.borrow_and_update() && *rebuilt_rx.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = owned_rx.changed() => {}
+                _ = rebuilt_rx.changed() => {}
+                _ = shut_rx.changed() => {}
+            }
+        }
+        let listing = tokio::select! {
+            l = list_until_ok(&inner, &t) => l,
+            _ = until_false(&mut owned_rx) => continue,
+            _ = shut_rx.changed() => return,
+        };
+        install_listing(&inner, &t, listing);
+        let stopping = work(&inner, &t, &mut owned_rx, &mut shut_rx).await;
+        t.queue.lock().unwrap().clear();
+        t.live.lock().unwrap().clear();
+        clear_gauges(&t);
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn until_false(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    while *rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The first listing of a target, retried with backoff while the target is unreachable.
+async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAlias> {
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(inner.cfg.backoff_min)
+        .with_max_delay(inner.cfg.backoff_max)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match t.provider.list_aliases(&inner.cfg.managed_prefixes).await {
+            Ok(l) => {
+                let now = unix_now();
+                *t.listed_at.lock().unwrap() = Some(now);
+                metrics().last_scan_success.with_label_values(&[&t.name]).set(now as f64);
+                tracing::info!(target_name = %t.name, live = l.len(), "listed target");
+                return l;
+            }
+            Err(e) => {
+                let d = backoff.next().unwrap_or(inner.cfg.backoff_max);
+                tracing::warn!(target_name = %t.name, error = %e, retry_in_ms = d.as_millis() as u64, "listing failed");
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+}
+
+/// Installs the live view and queues the full pass: every alias desired here, and every live managed
+/// alias the desired state knows (it may have to go). Unknown live aliases are orphans: the drift
+/// scanner's business, never deleted here.
+fn install_listing(inner: &Inner, t: &Target, listing: Vec<crate::provider::LiveAlias>) {
+    let store = inner.store.read().unwrap();
+    let now = Instant::now();
+    let mut live = HashMap::with_capacity(listing.len());
+    let mut q = t.queue.lock().unwrap();
+    for a in listing {
+        if !inner.cfg.may_touch(&a.name) {
+            continue;
+        }
+        if store.knows(&a.name) && store.desired(&a.name, t.id).is_none() {
+            q.add(Arc::from(a.name.as_str()), now);
+        }
+        if let Some(k) = a.key_id {
+            live.insert(a.name.into_boxed_str(), k);
+        }
+    }
+    for a in store.aliases_in(t.id) {
+        q.add(Arc::from(a), now);
+    }
+    *t.live.lock().unwrap() = live;
+    drop(q);
+    t.notify.notify_one();
+}
+
+/// Runs workers until the lease is lost (false) or the daemon stops (true).
+async fn work(
+    inner: &Arc<Inner>,
+    t: &Arc<Target>,
+    owned_rx: &mut tokio::sync::watch::Receiver<bool>,
+    shut_rx: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let mut inflight: JoinSet<(Arc<str>, Done)> = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, Arc<str>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stopping = loop {
+        {
+            let mut q = t.queue.lock().unwrap();
+            while inflight.len() < t.concurrency {
+                let Some((alias, attempts)) = q.pop(Instant::now()) else { break };
+                let (inner, t2, a) = (inner.clone(), t.clone(), alias.clone());
+                let h = inflight.spawn(async move {
+                    let done = reconcile_one(&inner, &t2, &a, attempts).await;
+                    (a, done)
+                });
+                running.insert(h.id(), alias);
+            }
+        }
+        let due = t.queue.lock().unwrap().next_due();
+        tokio::select! {
+            _ = t.notify.notified() => {}
+            Some(r) = inflight.join_next_with_id(), if !inflight.is_empty() => finish(t, &mut running, r),
+            _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+            r = owned_rx.changed() => if r.is_err() || !*owned_rx.borrow_and_update() { break false },
+            _ = shut_rx.changed() => break true,
+            _ = tick.tick() => update_gauges(t),
+        }
+    };
+    // Let in-flight calls finish (their results stay valid); the engine bounds this on shutdown.
+    while let Some(r) = inflight.join_next_with_id().await {
+        finish(t, &mut running, r);
+    }
+    stopping
+}
+
+fn finish(
+    t: &Target,
+    running: &mut HashMap<tokio::task::Id, Arc<str>>,
+    r: Result<(tokio::task::Id, (Arc<str>, Done)), tokio::task::JoinError>,
+) {
+    let (alias, done) = match r {
+        Ok((id, (alias, done))) => {
+            running.remove(&id);
+            (alias, done)
+        }
+        Err(e) => {
+            let Some(alias) = running.remove(&e.id()) else { return };
+            tracing::error!(target_name = %t.name, alias = %alias, error = %e, "reconcile task failed; retrying");
+            (alias, Done::Retry)
+        }
+    };
+    t.queue.lock().unwrap().done(&alias, done, Instant::now());
+}
+
+fn update_gauges(t: &Target) {
+    let m = metrics();
+    let q = t.queue.lock().unwrap();
+    let (events, age) = q.lag(Instant::now());
+    m.queue_depth.with_label_values(&[&t.name]).set(q.len() as i64);
+    m.target_lag_events.with_label_values(&[&t.name]).set(events as i64);
+    m.target_lag_seconds.with_label_values(&[&t.name]).set(age.as_secs_f64());
+}
+
+fn clear_gauges(t: &Target) {
+    let m = metrics();
+    let _ = m.queue_depth.remove_label_values(&[&t.name]);
+    let _ = m.target_lag_events.remove_label_values(&[&t.name]);
+    let _ = m.target_lag_seconds.remove_label_values(&[&t.name]);
+}
+
+/// Reconciles one (target, alias): the latest desired value against the live one.
+async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) -> Done {
+    let m = metrics();
+    if !inner.cfg.may_touch(alias) {
+        tracing::error!(target_name = %t.name, alias, "refused: alias outside the managed prefixes or reserved");
+        m.reconcile.with_label_values(&[&t.name, "refused", "failed"]).inc();
+        return Done::Drop;
+    }
+    let desired = inner.store.read().unwrap().desired(alias, t.id);
+    let live = t.live.lock().unwrap().get(alias).cloned();
+    let action = decide(desired.as_deref(), live.as_deref(), |d, l| t.provider.key_matches(d, l));
+    if t.mode == Mode::Observe {
+        if action != Action::Noop {
+            tracing::info!(target_name = %t.name, alias, action = action.label(), "observe mode: not writing");
+        }
+        m.reconcile.with_label_values(&[&t.name, action.label(), "observed"]).inc();
+        return Done::Success;
+    }
+    match execute(t, alias, &action, live.as_deref()).await {
+        Ok(done) => {
+            if done != Action::Noop {
+                tracing::info!(target_name = %t.name, alias, action = done.label(), key = ?desired.as_deref(), "reconciled");
+            }
+            m.reconcile.with_label_values(&[&t.name, done.label(), "ok"]).inc();
+            Done::Success
+        }
+        Err(e) => {
+            let retry = match e.class {
+                ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::AlreadyExists => true,
+                // Right after a key is created or changed, clouds briefly answer NotFound/invalid state.
+                ErrorClass::NotFound | ErrorClass::InvalidState => attempts < inner.cfg.consistency_retries,
+                ErrorClass::Permanent => false,
+            };
+            if retry {
+                tracing::debug!(target_name = %t.name, alias, action = action.label(), error = %e, attempts, "retrying");
+                m.reconcile.with_label_values(&[&t.name, action.label(), "retry"]).inc();
+                Done::Retry
+            } else {
+                tracing::error!(target_name = %t.name, alias, action = action.label(), error = %e, "permanent failure; dead-lettered");
+                m.reconcile.with_label_values(&[&t.name, action.label(), "failed"]).inc();
+                let f = PermanentFailure {
+                    target: t.name.clone(),
+                    alias: alias.to_string(),
+                    key_id: desired.as_deref().map(str::to_string),
+                    action: action.label(),
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                    at_unix: unix_now(),
+                };
+                {
+                    let mut fl = t.failures.lock().unwrap();
+                    if fl.len() == RECENT_FAILURES {
+                        fl.pop_front();
+                    }
+                    fl.push_back(f.clone());
+                }
+                inner.sink.permanent(f);
+                Done::Drop
+            }
+        }
+    }
+}
+
+/// Performs an action; returns what was actually done. Errors that reveal the live state are
+/// followed through (AlreadyExists → read → update if needed; NotFound on update → create).
+async fn execute(t: &Target, alias: &str, action: &Action, live: Option<&str>) -> Result<Action, ProviderError> {
+    let p = &t.provider;
+    let remember = |key: Option<&str>| {
+        let mut l = t.live.lock().unwrap();
+        match key {
+            Some(k) => l.insert(alias.into(), k.to_string()),
+            None => l.remove(alias),
+        };
+    };
+    match action {
+        Action::Noop => Ok(Action::Noop),
+        Action::Create(k) => match p.create_alias(alias, k).await {
+            Ok(()) => {
+                remember(Some(k));
+                Ok(action.clone())
+            }
+            Err(e) if e.class == ErrorClass::AlreadyExists => {
+                let current = p.get_alias(alias).await?;
+                remember(current.as_deref());
+                match current {
+                    Some(c) if p.key_matches(k, &c) => Ok(Action::Noop),
+                    Some(_) => {
+                        p.update_alias(alias, k).await?;
+                        remember(Some(k));
+                        Ok(Action::Update(k.clone()))
+                    }
+                    // Deleted in between: retry from the top.
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        Action::Update(k) => match p.update_alias(alias, k).await {
+            Ok(()) => {
+                remember(Some(k));
+                Ok(action.clone())
+            }
+            Err(e) if e.class == ErrorClass::NotFound => {
+                // Either the alias went away behind our back, or the key is not visible yet.
+                let current = p.get_alias(alias).await?;
+                remember(current.as_deref());
+                if current.is_some() {
+                    return Err(e);
+                }
+                p.create_alias(alias, k).await?;
+                remember(Some(k));
+                Ok(Action::Create(k.clone()))
+            }
+            Err(e) => Err(e),
+        },
+        Action::Delete => match p.delete_alias(alias, live).await {
+            Ok(()) => {
+                remember(None);
+                Ok(Action::Delete)
+            }
+            Err(e) if e.class == ErrorClass::NotFound => {
+                remember(None);
+                Ok(Action::Noop)
+            }
+            Err(e) => Err(e),
+        },
+    }
+}

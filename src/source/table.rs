@@ -1,0 +1,299 @@
+//! The global table: every instance reads every partition of the desired topic from the earliest
+//! offset and keeps tailing, applying events to the desired store and waking the engine.
+//!
+//! Dead-letter duty for desired partition p belongs to the owner of lease partition p mod P. Its
+//! progress is committed as consumer-group offsets (`<group_id>.dead-letters`, never joined), so an
+//! invalid event is dead-lettered once across restarts and hand-overs, not once per rebuild.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::dead_letter::{DeadLetters, Letter};
+use super::lease_partition_of_desired;
+use crate::desired::{Outcome, Store};
+use crate::event::{Decoder, Invalid};
+use crate::reconcile::Engine;
+use crate::telemetry::metrics::metrics;
+
+/// Invalid events seen on partitions whose dead-letter duty is elsewhere, kept in case the duty
+/// moves here before the other instance got to them.
+const REMEMBER_INVALID: usize = 10_000;
+
+struct Remembered {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    invalid: Invalid,
+}
+
+pub struct Table {
+    consumer: StreamConsumer,
+    topic: String,
+    decoder: Decoder,
+    store: Arc<RwLock<Store>>,
+    target_names: Vec<String>,
+    engine: Engine,
+    dlq: DeadLetters,
+    lease_partitions: i32,
+    leases: watch::Receiver<BTreeSet<i32>>,
+    duty: BTreeSet<i32>,
+    remembered: HashMap<i32, VecDeque<Remembered>>,
+    /// Per partition: the end offset at start; rebuilt once every position reaches it.
+    rebuild_until: HashMap<i32, i64>,
+    ready: watch::Sender<bool>,
+}
+
+pub struct TableArgs {
+    pub topic: String,
+    pub group_id: String,
+    pub decoder: Decoder,
+    pub store: Arc<RwLock<Store>>,
+    pub target_names: Vec<String>,
+    pub engine: Engine,
+    pub dlq: DeadLetters,
+    pub lease_partitions: i32,
+    pub leases: watch::Receiver<BTreeSet<i32>>,
+    pub ready: watch::Sender<bool>,
+}
+
+impl Table {
+    pub fn new(base: &ClientConfig, a: TableArgs) -> Result<Table, String> {
+        let consumer: StreamConsumer = base
+            .clone()
+            .set("group.id", format!("{}.dead-letters", a.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .map_err(|e| format!("desired-topic consumer: {e}"))?;
+        Ok(Table {
+            consumer,
+            topic: a.topic,
+            decoder: a.decoder,
+            store: a.store,
+            target_names: a.target_names,
+            engine: a.engine,
+            dlq: a.dlq,
+            lease_partitions: a.lease_partitions,
+            leases: a.leases,
+            duty: BTreeSet::new(),
+            remembered: HashMap::new(),
+            rebuild_until: HashMap::new(),
+            ready: a.ready,
+        })
+    }
+
+    /// Finds the partitions and their end offsets, retrying until the topic exists.
+    async fn assign(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match tokio::task::block_in_place(|| self.partitions_and_ends()) {
+                Ok(ends) => {
+                    let mut tpl = TopicPartitionList::new();
+                    for (&p, _) in &ends {
+                        tpl.add_partition_offset(&self.topic, p, Offset::Beginning).expect("valid offset");
+                    }
+                    if let Err(e) = self.consumer.assign(&tpl) {
+                        tracing::error!(error = %e, "assigning desired-topic partitions failed");
+                    } else {
+                        tracing::info!(topic = %self.topic, partitions = ends.len(), "reading the desired topic from the beginning");
+                        self.rebuild_until = ends.into_iter().filter(|(_, end)| *end > 0).collect();
+                        return true;
+                    }
+                }
+                Err(e) => tracing::error!(topic = %self.topic, error = %e, "desired topic unavailable; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return false,
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    fn partitions_and_ends(&self) -> Result<HashMap<i32, i64>, String> {
+        let md = self.consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let t = md.topics().first().ok_or("no metadata")?;
+        if let Some(e) = t.error() {
+            return Err(format!("{e:?}"));
+        }
+        if t.partitions().is_empty() {
+            return Err("topic has no partitions (does it exist?)".into());
+        }
+        let mut ends = HashMap::new();
+        for p in t.partitions() {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p.id(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            ends.insert(p.id(), high);
+        }
+        Ok(ends)
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        if !self.assign(&mut shutdown).await {
+            return;
+        }
+        self.check_rebuilt();
+        loop {
+            tokio::select! {
+                m = self.consumer.recv() => match m {
+                    Ok(m) => {
+                        let (p, o) = (m.partition(), m.offset());
+                        let (key, value) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
+                        drop(m);
+                        self.handle(p, o, key.as_deref(), value.as_deref()).await;
+                    }
+                    Err(e) => {
+                        // Broker restarts surface here; librdkafka reconnects by itself.
+                        tracing::warn!(error = %e, "desired-topic consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                r = self.leases.changed() => {
+                    if r.is_err() { return; }
+                    self.update_duty().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn handle(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let m = metrics();
+        match self.decoder.decode(key, value) {
+            Ok(ev) => {
+                let alias = ev.alias.clone();
+                let (outcome, changed) = {
+                    let mut s = self.store.write().unwrap();
+                    let r = s.apply(ev);
+                    for &t in &r.1 {
+                        m.desired_aliases.with_label_values(&[&self.target_names[t as usize]]).set(s.count(t) as i64);
+                    }
+                    r
+                };
+                match outcome {
+                    Outcome::Applied => {
+                        m.events.with_label_values(&["applied"]).inc();
+                        if !changed.is_empty() {
+                            self.engine.changed(&alias, &changed);
+                        }
+                    }
+                    Outcome::Stale => {
+                        m.events.with_label_values(&["stale"]).inc();
+                        tracing::debug!(alias, partition, offset, "stale revision ignored");
+                    }
+                }
+            }
+            Err(invalid) => {
+                m.events.with_label_values(&["invalid"]).inc();
+                if self.duty.contains(&lease_partition_of_desired(partition, self.lease_partitions)) {
+                    self.dead_letter(partition, offset, key, value, &invalid).await;
+                    self.commit(partition, offset + 1);
+                } else {
+                    let r = self.remembered.entry(partition).or_default();
+                    if r.len() == REMEMBER_INVALID {
+                        r.pop_front();
+                    }
+                    r.push_back(Remembered { offset, key: key.map(<[u8]>::to_vec), value: value.map(<[u8]>::to_vec), invalid });
+                }
+            }
+        }
+        if let Some(end) = self.rebuild_until.get(&partition) {
+            if offset + 1 >= *end {
+                self.rebuild_until.remove(&partition);
+                self.check_rebuilt();
+            }
+        }
+    }
+
+    fn check_rebuilt(&self) {
+        if self.rebuild_until.is_empty() && !*self.ready.borrow() {
+            let n = self.store.read().unwrap().len();
+            tracing::info!(aliases = n, "desired state rebuilt");
+            metrics().ready.set(1);
+            self.ready.send_replace(true);
+            self.engine.set_rebuilt();
+        }
+    }
+
+    async fn dead_letter(&self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>, inv: &Invalid) {
+        tracing::warn!(partition, offset, reason = inv.reason.as_str(), detail = %inv.detail, key = ?key.map(String::from_utf8_lossy), "invalid event dead-lettered");
+        self.dlq
+            .send(Letter {
+                key,
+                value,
+                reason: inv.reason.as_str(),
+                headers: vec![
+                    ("aliassync.detail", inv.detail.chars().take(500).collect()),
+                    ("aliassync.source.topic", self.topic.clone()),
+                    ("aliassync.source.partition", partition.to_string()),
+                    ("aliassync.source.offset", offset.to_string()),
+                ],
+            })
+            .await;
+    }
+
+    fn commit(&self, partition: i32, next: i64) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next)).is_ok() {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(partition, error = %e, "committing dead-letter progress failed");
+            }
+        }
+    }
+
+    /// Lease partitions changed: take up dead-letter duty for newly owned desired partitions,
+    /// sending what the previous owner had not yet sent.
+    async fn update_duty(&mut self) {
+        let owned = self.leases.borrow_and_update().clone();
+        let gained: Vec<i32> = owned.difference(&self.duty).copied().collect();
+        self.duty = owned;
+        if gained.is_empty() {
+            return;
+        }
+        let parts: Vec<i32> = self
+            .remembered
+            .keys()
+            .copied()
+            .filter(|p| gained.contains(&lease_partition_of_desired(*p, self.lease_partitions)))
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            let _ = tpl.add_partition(&self.topic, *p);
+        }
+        let committed = match tokio::task::block_in_place(|| self.consumer.committed_offsets(tpl, Duration::from_secs(10))) {
+            Ok(c) => c,
+            Err(e) => {
+                // Sending them all is safer than losing them: duplicates in the DLQ are tolerable.
+                tracing::warn!(error = %e, "reading dead-letter progress failed; re-sending remembered invalid events");
+                TopicPartitionList::new()
+            }
+        };
+        for p in parts {
+            let from = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            let Some(list) = self.remembered.remove(&p) else { continue };
+            let mut last = None;
+            for r in list.iter().filter(|r| r.offset >= from) {
+                self.dead_letter(p, r.offset, r.key.as_deref(), r.value.as_deref(), &r.invalid).await;
+                last = Some(r.offset);
+            }
+            if let Some(o) = last {
+                self.commit(p, o + 1);
+            }
+        }
+    }
+}

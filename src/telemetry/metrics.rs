@@ -1,0 +1,105 @@
+//! The instrumentation spec (DESIGN §2.6): base units, `_total` only on counters, bounded labels only
+//! (target, provider, operation, outcome/code, kind, reason). Alias names never become labels.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub desired_aliases: IntGaugeVec,
+    pub drift_aliases: IntGaugeVec,
+    pub last_scan_success: GaugeVec,
+    pub reconcile: IntCounterVec,
+    pub provider_requests: IntCounterVec,
+    pub provider_duration: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub target_lag_events: IntGaugeVec,
+    pub target_lag_seconds: GaugeVec,
+    pub owned_targets: IntGauge,
+    pub build_info: IntGaugeVec,
+    pub rate_limit: GaugeVec,
+    pub ready: IntGauge,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new_custom(Some("aliassync".into()), None).expect("valid prefix");
+        let counter = |name: &str, help: &str, labels: &[&str]| reg(&r, IntCounterVec::new(Opts::new(name, help), labels).unwrap());
+        let gauge = |name: &str, help: &str, labels: &[&str]| reg(&r, IntGaugeVec::new(Opts::new(name, help), labels).unwrap());
+        let fgauge = |name: &str, help: &str, labels: &[&str]| reg(&r, GaugeVec::new(Opts::new(name, help), labels).unwrap());
+        let m = Metrics {
+            events: counter("events_total", "Desired-state events consumed, by outcome (applied, stale, invalid).", &["outcome"]),
+            dead_letters: counter("dead_letters_total", "Events or reconciles sent to the dead-letter topic, by reason.", &["reason"]),
+            desired_aliases: gauge("desired_aliases", "Aliases the desired state holds per target.", &["target"]),
+            drift_aliases: gauge("drift_aliases", "Drifted aliases found by the last scan, by kind.", &["target", "kind"]),
+            last_scan_success: fgauge(
+                "last_scan_success_timestamp_seconds",
+                "Unix time of the last complete listing of the target.",
+                &["target"],
+            ),
+            reconcile: counter(
+                "reconcile_total",
+                "Reconciles of one (target, alias), by action and outcome.",
+                &["target", "action", "outcome"],
+            ),
+            provider_requests: counter(
+                "provider_requests_total",
+                "Cloud API calls, by operation and result code (ok or the error code).",
+                &["target", "provider", "operation", "code"],
+            ),
+            provider_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("provider_request_duration_seconds", "Cloud API call latency.")
+                        .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                    &["target", "operation"],
+                )
+                .unwrap(),
+            ),
+            queue_depth: gauge("queue_depth", "Pending (target, alias) work items, including delayed retries.", &["target"]),
+            target_lag_events: gauge(
+                "target_lag_events",
+                "Desired-state changes not yet applied at the target (owner only).",
+                &["target"],
+            ),
+            target_lag_seconds: fgauge(
+                "target_lag_seconds",
+                "Age of the oldest desired-state change not yet applied at the target (owner only).",
+                &["target"],
+            ),
+            owned_targets: reg(&r, IntGauge::new("owned_targets", "Targets this instance holds the lease for.").unwrap()),
+            build_info: gauge("build_info", "Always 1; the version label tells the build.", &["version"]),
+            rate_limit: fgauge(
+                "rate_limit_per_second",
+                "Current token-bucket rate per target and class (read, write), after throttling adjustments.",
+                &["target", "class"],
+            ),
+            ready: reg(&r, IntGauge::new("ready", "1 once the desired state is rebuilt from the topic.").unwrap()),
+            registry: r,
+        };
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("utf-8")
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
