@@ -280,8 +280,8 @@ pub enum ConfigError {
 impl Config {
     /// Loads the file and the environment overrides, then validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_sources(&text, std::env::vars())
     }
 
@@ -336,7 +336,11 @@ impl Config {
             bad("kafka.dead_letter_topic", "equals kafka.topic", "use another topic, e.g. \"<topic>.dlq\"");
         }
         if !(1..=1000).contains(&self.kafka.lease_partitions) {
-            bad("kafka.lease_partitions", "must be 1..=1000", "keep the default 12 or set more than the instance count");
+            bad(
+                "kafka.lease_partitions",
+                "must be 1..=1000",
+                "keep the default 12 or set more than the instance count",
+            );
         }
         if self.kafka.lease_session_timeout_ms < 6000 {
             bad(
@@ -422,7 +426,10 @@ impl Config {
             if let Err(e) = crate::secret::SecretRef::parse(&t.credentials) {
                 bad(&key("credentials"), &e, "use \"env:PREFIX\" or \"file:PATH\"; secrets never go in the TOML");
             }
-            for (k, v) in [("rate_limit_per_second", t.rate_limit_per_second), ("read_rate_limit_per_second", t.read_rate_limit_per_second)] {
+            for (k, v) in [
+                ("rate_limit_per_second", t.rate_limit_per_second),
+                ("read_rate_limit_per_second", t.read_rate_limit_per_second),
+            ] {
                 if let Some(v) = v {
                     if !(v.is_finite() && v > 0.0 && v <= 10_000.0) {
                         bad(&key(k), "must be > 0 and <= 10000", "use the cloud's quota, e.g. 5 for AWS alias writes");
@@ -432,7 +439,10 @@ impl Config {
             if t.concurrency == 0 || t.concurrency > 256 {
                 bad(&key("concurrency"), "must be 1..=256", "use a small number such as 4");
             }
-            if !(t.request_timeout_seconds.is_finite() && t.request_timeout_seconds > 0.0 && t.request_timeout_seconds <= 300.0) {
+            if !(t.request_timeout_seconds.is_finite()
+                && t.request_timeout_seconds > 0.0
+                && t.request_timeout_seconds <= 300.0)
+            {
                 bad(&key("request_timeout_seconds"), "must be > 0 and <= 300", "e.g. 10");
             }
             if t.provider != ProviderKind::Aws {

@@ -108,7 +108,10 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         loop {
             let owned: HashSet<TargetId> = {
                 let parts = owned_rx.borrow_and_update();
-                (0..target_partition.len()).filter(|&i| parts.contains(&target_partition[i])).map(|i| i as TargetId).collect()
+                (0..target_partition.len())
+                    .filter(|&i| parts.contains(&target_partition[i]))
+                    .map(|i| i as TargetId)
+                    .collect()
             };
             eng.set_owned(&owned);
             if owned_rx.changed().await.is_err() {

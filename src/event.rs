@@ -118,7 +118,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(targets: impl IntoIterator<Item = (String, ProviderKind)>, prefixes: Vec<String>, max_bytes: usize) -> Self {
+    pub fn new(
+        targets: impl IntoIterator<Item = (String, ProviderKind)>,
+        prefixes: Vec<String>,
+        max_bytes: usize,
+    ) -> Self {
         let targets = targets.into_iter().enumerate().map(|(i, (n, p))| (n, (i as TargetId, p))).collect();
         Decoder { targets, prefixes, max_bytes }
     }
@@ -139,7 +143,8 @@ impl Decoder {
                 return Err(invalid(Reason::TooLarge, format!("{} bytes, limit {}", v.len(), self.max_bytes)));
             }
         }
-        let key = key.ok_or_else(|| invalid(Reason::MissingKey, "record has no key; the key must be the alias name"))?;
+        let key =
+            key.ok_or_else(|| invalid(Reason::MissingKey, "record has no key; the key must be the alias name"))?;
         let key = std::str::from_utf8(key).map_err(|_| invalid(Reason::KeyNotUtf8, "record key is not UTF-8"))?;
         let Some(value) = value else {
             self.check_alias(key)?;
@@ -249,7 +254,10 @@ pub fn key_id_shape_ok(provider: ProviderKind, id: &str) -> bool {
             }
         }
         ProviderKind::Alibaba => {
-            is_uuid(id) || id.strip_prefix("key-").is_some_and(|r| (8..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+            is_uuid(id)
+                || id
+                    .strip_prefix("key-")
+                    .is_some_and(|r| (8..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()))
         }
         ProviderKind::Huawei => is_uuid(id),
     }
@@ -279,7 +287,9 @@ mod tests {
 
     #[test]
     fn valid_event() {
-        let v = format!(r#"{{"schema":1,"alias":"alias/app/p","revision":42,"targets":{{"aws-b":"{K}","aws-a":"mrk-1234abcd12ab34cd56ef1234567890ab","ali":"key-hzz62f1cb66fa42qo3ht4","hw":"{K}"}}}}"#);
+        let v = format!(
+            r#"{{"schema":1,"alias":"alias/app/p","revision":42,"targets":{{"aws-b":"{K}","aws-a":"mrk-1234abcd12ab34cd56ef1234567890ab","ali":"key-hzz62f1cb66fa42qo3ht4","hw":"{K}"}}}}"#
+        );
         let e = dec().decode(Some(b"alias/app/p"), Some(v.as_bytes())).unwrap();
         assert_eq!(e.alias, "alias/app/p");
         assert_eq!(e.revision, Some(42));
@@ -290,7 +300,9 @@ mod tests {
 
     #[test]
     fn absent_and_tombstone() {
-        let e = dec().decode(Some(b"alias/app/p"), Some(br#"{"schema":1,"alias":"alias/app/p","revision":3,"state":"absent"}"#)).unwrap();
+        let e = dec()
+            .decode(Some(b"alias/app/p"), Some(br#"{"schema":1,"alias":"alias/app/p","revision":3,"state":"absent"}"#))
+            .unwrap();
         assert_eq!(e.body, Body::Absent);
         assert_eq!(e.revision, Some(3));
         let t = dec().decode(Some(b"alias/app/p"), None).unwrap();
@@ -306,21 +318,71 @@ mod tests {
             (Some("alias/app/p"), big, Reason::TooLarge),
             (None, format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,{ok_t}}}"#), Reason::MissingKey),
             (Some("alias/app/p"), "{not json".into(), Reason::MalformedJson),
-            (Some("alias/app/p"), format!(r#"{{"schema":2,"alias":"alias/app/p","revision":1,{ok_t}}}"#), Reason::UnknownSchema),
+            (
+                Some("alias/app/p"),
+                format!(r#"{{"schema":2,"alias":"alias/app/p","revision":1,{ok_t}}}"#),
+                Reason::UnknownSchema,
+            ),
             (Some("alias/app/p"), format!(r#"{{"alias":"alias/app/p","revision":1,{ok_t}}}"#), Reason::MissingField),
             (Some("alias/app/p"), format!(r#"{{"schema":1,"alias":"alias/app/p",{ok_t}}}"#), Reason::MissingField),
             (Some("alias/app/p"), r#"{"schema":1,"alias":"alias/app/p","revision":1}"#.into(), Reason::MissingField),
-            (Some("alias/app/p"), format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"taregts":{{}}}}"#), Reason::MalformedJson),
-            (Some("alias/app/q"), format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,{ok_t}}}"#), Reason::KeyMismatch),
-            (Some("alias/app/bad name"), format!(r#"{{"schema":1,"alias":"alias/app/bad name","revision":1,{ok_t}}}"#), Reason::BadAliasName),
-            (Some("alias/aws/ebs"), format!(r#"{{"schema":1,"alias":"alias/aws/ebs","revision":1,{ok_t}}}"#), Reason::ReservedName),
-            (Some("alias/acs/x"), format!(r#"{{"schema":1,"alias":"alias/acs/x","revision":1,{ok_t}}}"#), Reason::ReservedName),
-            (Some("alias/other/p"), format!(r#"{{"schema":1,"alias":"alias/other/p","revision":1,{ok_t}}}"#), Reason::UnmanagedPrefix),
-            (Some("alias/app/p"), format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"targets":{{"nope":"{K}"}}}}"#), Reason::UnknownTarget),
-            (Some("alias/app/p"), r#"{"schema":1,"alias":"alias/app/p","revision":1,"targets":{"aws-a":"key-abc"}}"#.into(), Reason::BadKeyId),
-            (Some("alias/app/p"), format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"targets":{{"hw":"mrk-1234abcd12ab34cd56ef1234567890ab"}}}}"#), Reason::BadKeyId),
-            (Some("alias/app/p"), r#"{"schema":1,"alias":"alias/app/p","revision":-1,"targets":{}}"#.into(), Reason::MalformedJson),
-            (Some("alias/app/p"), format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"state":"absent",{ok_t}}}"#), Reason::MalformedJson),
+            (
+                Some("alias/app/p"),
+                format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"taregts":{{}}}}"#),
+                Reason::MalformedJson,
+            ),
+            (
+                Some("alias/app/q"),
+                format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,{ok_t}}}"#),
+                Reason::KeyMismatch,
+            ),
+            (
+                Some("alias/app/bad name"),
+                format!(r#"{{"schema":1,"alias":"alias/app/bad name","revision":1,{ok_t}}}"#),
+                Reason::BadAliasName,
+            ),
+            (
+                Some("alias/aws/ebs"),
+                format!(r#"{{"schema":1,"alias":"alias/aws/ebs","revision":1,{ok_t}}}"#),
+                Reason::ReservedName,
+            ),
+            (
+                Some("alias/acs/x"),
+                format!(r#"{{"schema":1,"alias":"alias/acs/x","revision":1,{ok_t}}}"#),
+                Reason::ReservedName,
+            ),
+            (
+                Some("alias/other/p"),
+                format!(r#"{{"schema":1,"alias":"alias/other/p","revision":1,{ok_t}}}"#),
+                Reason::UnmanagedPrefix,
+            ),
+            (
+                Some("alias/app/p"),
+                format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"targets":{{"nope":"{K}"}}}}"#),
+                Reason::UnknownTarget,
+            ),
+            (
+                Some("alias/app/p"),
+                r#"{"schema":1,"alias":"alias/app/p","revision":1,"targets":{"aws-a":"key-abc"}}"#.into(),
+                Reason::BadKeyId,
+            ),
+            (
+                Some("alias/app/p"),
+                format!(
+                    r#"{{"schema":1,"alias":"alias/app/p","revision":1,"targets":{{"hw":"mrk-1234abcd12ab34cd56ef1234567890ab"}}}}"#
+                ),
+                Reason::BadKeyId,
+            ),
+            (
+                Some("alias/app/p"),
+                r#"{"schema":1,"alias":"alias/app/p","revision":-1,"targets":{}}"#.into(),
+                Reason::MalformedJson,
+            ),
+            (
+                Some("alias/app/p"),
+                format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"state":"absent",{ok_t}}}"#),
+                Reason::MalformedJson,
+            ),
         ];
         for (k, v, want) in cases {
             assert_eq!(reason(k, Some(&v)), want, "{k:?} {v}");

@@ -38,7 +38,12 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::CheckConfig { config } => match Config::load(&config).and_then(|c| c.resolve_credentials().map(|_| c)) {
             Ok(c) => {
-                println!("{}: OK ({} targets: {})", config.display(), c.targets.len(), c.targets.keys().cloned().collect::<Vec<_>>().join(", "));
+                println!(
+                    "{}: OK ({} targets: {})",
+                    config.display(),
+                    c.targets.len(),
+                    c.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

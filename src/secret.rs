@@ -66,9 +66,9 @@ impl SecretRef {
     /// Loads a single secret value (the variable itself, or the whole file without a trailing newline).
     pub fn load_string(&self) -> Result<Secret, String> {
         match self {
-            SecretRef::Env(v) => std::env::var(v)
-                .map(Secret)
-                .map_err(|_| format!("environment variable {v} is not set")),
+            SecretRef::Env(v) => {
+                std::env::var(v).map(Secret).map_err(|_| format!("environment variable {v} is not set"))
+            }
             SecretRef::File(p) => std::fs::read_to_string(p)
                 .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_string()))
                 .map_err(|e| format!("cannot read {}: {}", p.display(), e.kind())),
@@ -82,7 +82,8 @@ impl SecretRef {
         match self {
             SecretRef::Env(prefix) => {
                 let get = |k: &str| std::env::var(format!("{prefix}_{k}")).ok().filter(|v| !v.is_empty());
-                let id = get("ACCESS_KEY_ID").ok_or_else(|| format!("environment variable {prefix}_ACCESS_KEY_ID is not set"))?;
+                let id = get("ACCESS_KEY_ID")
+                    .ok_or_else(|| format!("environment variable {prefix}_ACCESS_KEY_ID is not set"))?;
                 let secret = get("SECRET_ACCESS_KEY")
                     .ok_or_else(|| format!("environment variable {prefix}_SECRET_ACCESS_KEY is not set"))?;
                 Ok(Credentials {
@@ -92,7 +93,8 @@ impl SecretRef {
                 })
             }
             SecretRef::File(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {}", p.display(), e.kind()))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {}", p.display(), e.kind()))?;
                 #[derive(serde::Deserialize)]
                 #[serde(deny_unknown_fields)]
                 struct F {

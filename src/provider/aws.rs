@@ -7,18 +7,14 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
-};
+use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4::SigningParams;
 use aws_smithy_runtime_api::client::identity::Identity;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::http::{
-    self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS,
-};
+use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
 use crate::secret::Credentials;
 
@@ -76,12 +72,7 @@ impl AwsKms {
     /// body, `Value::Null` when the body is empty or `null`.
     pub async fn call(&self, op: &str, body: &Value) -> Result<Value, ProviderError> {
         let payload = serde_json::to_vec(body).map_err(|e| {
-            ProviderError::new(
-                ErrorClass::Permanent,
-                "RequestError",
-                "other",
-                format!("cannot encode request: {e}"),
-            )
+            ProviderError::new(ErrorClass::Permanent, "RequestError", "other", format!("cannot encode request: {e}"))
         })?;
         let target = format!("{TARGET_PREFIX}{op}");
         let sig = self.sign(&target, &payload, SystemTime::now())?;
@@ -106,24 +97,14 @@ impl AwsKms {
             parse_success(&body)
         } else {
             let token = self.creds.session_token.as_ref().map_or("", |t| t.expose());
-            let secrets = [
-                self.creds.secret_access_key.expose(),
-                token,
-                &sig.authorization,
-                &sig.signature,
-            ];
+            let secrets = [self.creds.secret_access_key.expose(), token, &sig.authorization, &sig.signature];
             Err(parse_error(status.as_u16(), &headers, &body, &secrets))
         }
     }
 
     fn sign(&self, target: &str, payload: &[u8], time: SystemTime) -> Result<SigV4, ProviderError> {
         let headers = [("content-type", AMZ_JSON), ("x-amz-target", target)];
-        let req = SignableParts {
-            method: "POST",
-            uri: self.url.as_str(),
-            headers: &headers,
-            body: payload,
-        };
+        let req = SignableParts { method: "POST", uri: self.url.as_str(), headers: &headers, body: payload };
         sign_v4(&req, &self.region, &self.service, time, &self.creds)
             .map_err(|m| ProviderError::new(ErrorClass::Permanent, "SigningError", "auth", m))
     }
@@ -152,19 +133,14 @@ impl KmsAliases for AwsKms {
                     .unwrap_or_default()
                     .into_iter()
                     .filter(|a| wanted(&a.alias_name, prefixes))
-                    .map(|a| LiveAlias {
-                        name: a.alias_name,
-                        key_id: a.target_key_id,
-                    }),
+                    .map(|a| LiveAlias { name: a.alias_name, key_id: a.target_key_id }),
             );
             match next_marker(page.truncated, page.next_marker, &mut seen)? {
                 Some(m) => marker = Some(m),
                 None => return Ok(out),
             }
         }
-        Err(invalid_response(format!(
-            "ListAliases: still truncated after {MAX_LIST_PAGES} pages"
-        )))
+        Err(invalid_response(format!("ListAliases: still truncated after {MAX_LIST_PAGES} pages")))
     }
 
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
@@ -175,9 +151,7 @@ impl KmsAliases for AwsKms {
                 .pointer("/KeyMetadata/KeyId")
                 .and_then(Value::as_str)
                 .map(|id| Some(id.to_string()))
-                .ok_or_else(|| {
-                    invalid_response("DescribeKey: no KeyMetadata.KeyId in the response")
-                }),
+                .ok_or_else(|| invalid_response("DescribeKey: no KeyMetadata.KeyId in the response")),
             Err(e) if e.class == ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -185,34 +159,18 @@ impl KmsAliases for AwsKms {
 
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
-        self.call(
-            "CreateAlias",
-            &json!({ "AliasName": alias, "TargetKeyId": key_id }),
-        )
-        .await
-        .map(drop)
+        self.call("CreateAlias", &json!({ "AliasName": alias, "TargetKeyId": key_id })).await.map(drop)
     }
 
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
-        self.call(
-            "UpdateAlias",
-            &json!({ "AliasName": alias, "TargetKeyId": key_id }),
-        )
-        .await
-        .map(drop)
+        self.call("UpdateAlias", &json!({ "AliasName": alias, "TargetKeyId": key_id })).await.map(drop)
     }
 
     /// AWS deletes by name alone; `current_key` is not needed.
-    async fn delete_alias(
-        &self,
-        alias: &str,
-        _current_key: Option<&str>,
-    ) -> Result<(), ProviderError> {
+    async fn delete_alias(&self, alias: &str, _current_key: Option<&str>) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
-        self.call("DeleteAlias", &json!({ "AliasName": alias }))
-            .await
-            .map(drop)
+        self.call("DeleteAlias", &json!({ "AliasName": alias })).await.map(drop)
     }
 
     /// Desired targets may be key ARNs; listings and DescribeKey return bare key ids.
@@ -270,28 +228,13 @@ pub fn sign_v4(
         .build()
         .map_err(|e| format!("cannot sign: {e}"))?
         .into();
-    let signable = SignableRequest::new(
-        req.method,
-        req.uri,
-        req.headers.iter().copied(),
-        SignableBody::Bytes(req.body),
-    )
-    .map_err(|e| format!("cannot sign: {e}"))?;
-    let (instructions, signature) = sign(signable, &params)
-        .map_err(|e| format!("cannot sign: {e}"))?
-        .into_parts();
-    let header = |name: &str| {
-        instructions
-            .headers()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.to_string())
-    };
+    let signable =
+        SignableRequest::new(req.method, req.uri, req.headers.iter().copied(), SignableBody::Bytes(req.body))
+            .map_err(|e| format!("cannot sign: {e}"))?;
+    let (instructions, signature) = sign(signable, &params).map_err(|e| format!("cannot sign: {e}"))?.into_parts();
+    let header = |name: &str| instructions.headers().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
     match (header("x-amz-date"), header("authorization")) {
-        (Some(amz_date), Some(authorization)) => Ok(SigV4 {
-            amz_date,
-            authorization,
-            signature,
-        }),
+        (Some(amz_date), Some(authorization)) => Ok(SigV4 { amz_date, authorization, signature }),
         _ => Err("cannot sign: the signer produced no Authorization header".into()),
     }
 }
@@ -333,12 +276,7 @@ fn parse_error(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) 
         .and_then(|v| v.to_str().ok())
         .map(sanitize_code)
         .filter(|c| !c.is_empty())
-        .or_else(|| {
-            body_code
-                .as_deref()
-                .map(sanitize_code)
-                .filter(|c| !c.is_empty())
-        });
+        .or_else(|| body_code.as_deref().map(sanitize_code).filter(|c| !c.is_empty()));
     let (class, label) = classify(code, status);
     let code = match code {
         Some(c) => truncate(&redact(c, secrets), MAX_CODE_CHARS),
@@ -359,24 +297,14 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
         return (None, None);
     }
     if let Ok(v) = serde_json::from_str::<Value>(text) {
-        let field = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|n| v.get(n)?.as_str().map(str::to_string))
-        };
-        return (
-            field(&["__type", "code", "Code"]),
-            field(&["message", "Message"]),
-        );
+        let field = |names: &[&str]| names.iter().find_map(|n| v.get(n)?.as_str().map(str::to_string));
+        return (field(&["__type", "code", "Code"]), field(&["message", "Message"]));
     }
     if text.starts_with('<') {
         return (xml_element(text, "Code"), xml_element(text, "Message"));
     }
     // A proxy's or load balancer's page: keep its text (collapsed) as the message.
-    (
-        None,
-        Some(text.split_whitespace().collect::<Vec<_>>().join(" ")),
-    )
+    (None, Some(text.split_whitespace().collect::<Vec<_>>().join(" ")))
 }
 
 /// The text of the first `<name>…</name>` element, entity-decoded. Enough for AWS's flat error XML.
@@ -428,9 +356,7 @@ fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
         | "SerializationException"
         | "MissingParameter"
         | "InvalidParameterValue" => Some((Permanent, "validation")),
-        "AccessDeniedException" | "AccessDenied" | "NotAuthorizedException" => {
-            Some((Permanent, "access_denied"))
-        }
+        "AccessDeniedException" | "AccessDenied" | "NotAuthorizedException" => Some((Permanent, "access_denied")),
         // In KMS this is a resource quota (e.g. aliases per key), not a rate limit: do not retry.
         "LimitExceededException" => Some((Permanent, "limit_exceeded")),
         "SignatureDoesNotMatch"
@@ -490,12 +416,8 @@ fn next_marker(
         return Ok(None);
     }
     match marker.filter(|m| !m.is_empty()) {
-        None => Err(invalid_response(
-            "ListAliases: truncated page without NextMarker",
-        )),
-        Some(m) if !seen.insert(m.clone()) => {
-            Err(invalid_response("ListAliases: NextMarker repeated"))
-        }
+        None => Err(invalid_response("ListAliases: truncated page without NextMarker")),
+        Some(m) if !seen.insert(m.clone()) => Err(invalid_response("ListAliases: NextMarker repeated")),
         Some(m) => Ok(Some(m)),
     }
 }
@@ -508,10 +430,7 @@ fn bare_key_id(id: &str) -> &str {
     if !id.starts_with("arn:") {
         return id;
     }
-    id.splitn(6, ':')
-        .nth(5)
-        .and_then(|r| r.strip_prefix("key/"))
-        .unwrap_or(id)
+    id.splitn(6, ':').nth(5).and_then(|r| r.strip_prefix("key/")).unwrap_or(id)
 }
 
 fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
@@ -528,21 +447,14 @@ fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
 
 /// Region and service go into the SigV4 scope `date/region/service/aws4_request`.
 fn check_scope_part(what: &str, v: &str) -> Result<(), String> {
-    if v.is_empty()
-        || !v
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "{what} {v:?} must be non-empty letters, digits, '-' or '_'"
-        ));
+    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("{what} {v:?} must be non-empty letters, digits, '-' or '_'"));
     }
     Ok(())
 }
 
 fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
-    let url =
-        reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err("endpoint must be an http:// or https:// URL with a host".into());
     }
@@ -587,52 +499,25 @@ mod tests {
 
     impl Vector {
         fn header(&self, name: &str) -> &str {
-            let h = self
-                .headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name));
-            h.map(|(_, v)| v.as_str())
-                .unwrap_or_else(|| panic!("vector has no {name} header"))
+            let h = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+            h.map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("vector has no {name} header"))
         }
     }
 
     fn load_vector(file: &str) -> Vector {
-        let path = format!(
-            "{}{file}",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/reference/signing-vectors/"
-            )
-        );
+        let path = format!("{}{file}", concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/signing-vectors/"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let field = |key: &str| {
-            let v = text
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='));
-            v.unwrap_or_else(|| panic!("{path}: no {key}"))
-                .trim()
-                .to_string()
+            let v = text.lines().find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='));
+            v.unwrap_or_else(|| panic!("{path}: no {key}")).trim().to_string()
         };
         // The scope line of the string to sign: DATE/REGION/SERVICE/aws4_request.
         let sts = text.split_once("[string_to_sign]").unwrap().1;
-        let scope = sts
-            .split_once("-----BEGIN-----\n")
-            .unwrap()
-            .1
-            .lines()
-            .nth(2)
-            .unwrap();
+        let scope = sts.split_once("-----BEGIN-----\n").unwrap().1.lines().nth(2).unwrap();
         let scope: Vec<&str> = scope.split('/').collect();
-        assert_eq!(
-            (scope.len(), scope[3]),
-            (4, "aws4_request"),
-            "{path}: scope"
-        );
+        assert_eq!((scope.len(), scope[3]), (4, "aws4_request"), "{path}: scope");
         // The raw request: header lines, a blank line, the body.
-        let raw = text
-            .split_once("[raw request as received by the capture server]\n")
-            .unwrap()
-            .1;
+        let raw = text.split_once("[raw request as received by the capture server]\n").unwrap().1;
         let (head, body) = raw.split_once("\n\n").unwrap();
         let headers = head.lines().skip(1).filter_map(|l| l.split_once(": "));
         let body = body.strip_suffix('\n').unwrap_or(body).to_string();
@@ -644,9 +529,7 @@ mod tests {
             request_target: field("request_target"),
             region: scope[1].to_string(),
             service: scope[2].to_string(),
-            headers: headers
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
+            headers: headers.map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             body,
             expected: field("expected"),
         }
@@ -673,25 +556,10 @@ mod tests {
             session_token: None,
         };
         let uri = format!("http://{}{}", v.header("Host"), v.request_target);
-        let headers = [
-            ("content-type", v.header("Content-Type")),
-            ("x-amz-target", v.header("X-Amz-Target")),
-        ];
-        let req = SignableParts {
-            method: &v.method,
-            uri: &uri,
-            headers: &headers,
-            body: v.body.as_bytes(),
-        };
+        let headers = [("content-type", v.header("Content-Type")), ("x-amz-target", v.header("X-Amz-Target"))];
+        let req = SignableParts { method: &v.method, uri: &uri, headers: &headers, body: v.body.as_bytes() };
         let amz_date = v.header("X-Amz-Date");
-        let sig = sign_v4(
-            &req,
-            &v.region,
-            &v.service,
-            parse_amz_date(amz_date),
-            &creds,
-        )
-        .unwrap();
+        let sig = sign_v4(&req, &v.region, &v.service, parse_amz_date(amz_date), &creds).unwrap();
         assert_eq!(sig.signature, v.expected, "{file}");
         assert_eq!(sig.amz_date, amz_date, "{file}");
         assert_eq!(sig.authorization, v.header("Authorization"), "{file}");
@@ -709,27 +577,17 @@ mod tests {
 
     #[test]
     fn sigv4_signs_session_token() {
-        let headers = [
-            ("content-type", AMZ_JSON),
-            ("x-amz-target", "TrentService.ListAliases"),
-        ];
+        let headers = [("content-type", AMZ_JSON), ("x-amz-target", "TrentService.ListAliases")];
         let req = SignableParts {
             method: "POST",
             uri: "https://kms.us-east-1.amazonaws.com/",
             headers: &headers,
             body: b"{}",
         };
-        let sig = sign_v4(
-            &req,
-            "us-east-1",
-            "kms",
-            SystemTime::now(),
-            &creds(Some("TOKEN")),
-        )
-        .unwrap();
-        assert!(sig.authorization.contains(
-            "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target,"
-        ));
+        let sig = sign_v4(&req, "us-east-1", "kms", SystemTime::now(), &creds(Some("TOKEN"))).unwrap();
+        assert!(sig
+            .authorization
+            .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target,"));
         assert!(!sig.authorization.contains("TOKEN"));
     }
 
@@ -748,40 +606,17 @@ mod tests {
 
     #[test]
     fn error_from_header_only() {
-        let e = err(
-            400,
-            &[(
-                "X-Amzn-ErrorType",
-                "ThrottlingException:http://internal.amazon.com/coral/",
-            )],
-            "",
-        );
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::Throttled, "ThrottlingException", "throttling")
-        );
+        let e = err(400, &[("X-Amzn-ErrorType", "ThrottlingException:http://internal.amazon.com/coral/")], "");
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Throttled, "ThrottlingException", "throttling"));
         assert_eq!(e.message, "HTTP 400");
     }
 
     #[test]
     fn error_moto_json_lowercase_message() {
         let body = r#"{"__type": "NotFoundException", "message": "Alias arn:aws:kms:us-east-1:123456789012:alias/nothere is not found."}"#;
-        let e = err(
-            400,
-            &[
-                ("X-Amzn-ErrorType", "NotFoundException"),
-                ("Content-Type", "application/json"),
-            ],
-            body,
-        );
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::NotFound, "NotFoundException", "not_found")
-        );
-        assert_eq!(
-            e.message,
-            "Alias arn:aws:kms:us-east-1:123456789012:alias/nothere is not found."
-        );
+        let e = err(400, &[("X-Amzn-ErrorType", "NotFoundException"), ("Content-Type", "application/json")], body);
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::NotFound, "NotFoundException", "not_found"));
+        assert_eq!(e.message, "Alias arn:aws:kms:us-east-1:123456789012:alias/nothere is not found.");
     }
 
     #[test]
@@ -790,39 +625,20 @@ mod tests {
         let e = err(400, &[], body);
         assert_eq!(
             (e.class, e.code.as_str(), e.label),
-            (
-                ErrorClass::AlreadyExists,
-                "AlreadyExistsException",
-                "already_exists"
-            )
+            (ErrorClass::AlreadyExists, "AlreadyExistsException", "already_exists")
         );
         assert_eq!(e.message, "An alias with the name x already exists");
         // `code` instead of `__type`, with both a namespace and a URL suffix.
-        let e = err(
-            400,
-            &[],
-            r#"{"code": "aws.protocoljson#KMSInvalidStateException:http://x/", "message": "m"}"#,
-        );
-        assert_eq!(
-            (e.class, e.code.as_str()),
-            (ErrorClass::InvalidState, "KMSInvalidStateException")
-        );
+        let e = err(400, &[], r#"{"code": "aws.protocoljson#KMSInvalidStateException:http://x/", "message": "m"}"#);
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::InvalidState, "KMSInvalidStateException"));
     }
 
     #[test]
     fn error_header_wins_over_body() {
-        let e = err(
-            400,
-            &[("x-amzn-errortype", "LimitExceededException")],
-            r#"{"__type": "Other"}"#,
-        );
+        let e = err(400, &[("x-amzn-errortype", "LimitExceededException")], r#"{"__type": "Other"}"#);
         assert_eq!(
             (e.class, e.code.as_str(), e.label),
-            (
-                ErrorClass::Permanent,
-                "LimitExceededException",
-                "limit_exceeded"
-            )
+            (ErrorClass::Permanent, "LimitExceededException", "limit_exceeded")
         );
     }
 
@@ -832,23 +648,14 @@ mod tests {
                     <Message>The request signature we calculated does not match &amp; so on</Message></Error></Errors>\
                     <RequestId>7a62c49f</RequestId></ErrorResponse>";
         let e = err(403, &[("Content-Type", "text/xml")], body);
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::Permanent, "SignatureDoesNotMatch", "auth")
-        );
-        assert_eq!(
-            e.message,
-            "The request signature we calculated does not match & so on"
-        );
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Permanent, "SignatureDoesNotMatch", "auth"));
+        assert_eq!(e.message, "The request signature we calculated does not match & so on");
     }
 
     #[test]
     fn error_non_json_body_and_status_fallbacks() {
         let e = err(502, &[], "<html>\n<body>502 Bad   Gateway</body></html>");
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::Transient, "HTTP502", "http_5xx")
-        );
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Transient, "HTTP502", "http_5xx"));
         let e = err(503, &[], "upstream connect error");
         assert_eq!(
             (e.class, e.label, e.message.as_str()),
@@ -860,15 +667,9 @@ mod tests {
             (ErrorClass::Transient, "HTTP500", "http_5xx", "HTTP 500")
         );
         let e = err(429, &[], "");
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::Throttled, "HTTP429", "throttling")
-        );
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Throttled, "HTTP429", "throttling"));
         let e = err(400, &[], "");
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::Permanent, "HTTP400", "http_4xx")
-        );
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Permanent, "HTTP400", "http_4xx"));
         let e = err(400, &[], "null");
         assert_eq!((e.class, e.label), (ErrorClass::Permanent, "http_4xx"));
     }
@@ -877,25 +678,12 @@ mod tests {
     fn error_code_is_truncated_and_secrets_scrubbed() {
         let long = "X".repeat(300);
         let e = err(400, &[], &format!(r#"{{"__type": "{long}"}}"#));
-        assert_eq!(
-            e.code.chars().count(),
-            MAX_CODE_CHARS + 1,
-            "100 chars and the cut mark"
-        );
+        assert_eq!(e.code.chars().count(), MAX_CODE_CHARS + 1, "100 chars and the cut mark");
         assert_eq!(e.label, "other");
 
         let body = r#"{"__type": "InvalidSignatureException", "message": "canonical x-amz-security-token:TOK123 key SECRETKEY"}"#;
-        let e = parse_error(
-            400,
-            &HeaderMap::new(),
-            body.as_bytes(),
-            &["SECRETKEY", "TOK123", ""],
-        );
-        assert!(
-            !e.message.contains("TOK123") && !e.message.contains("SECRETKEY"),
-            "{}",
-            e.message
-        );
+        let e = parse_error(400, &HeaderMap::new(), body.as_bytes(), &["SECRETKEY", "TOK123", ""]);
+        assert!(!e.message.contains("TOK123") && !e.message.contains("SECRETKEY"), "{}", e.message);
         assert_eq!(e.label, "auth");
     }
 
@@ -908,27 +696,12 @@ mod tests {
             ("ThrottledException", 400, Throttled, "throttling"),
             ("TooManyRequestsException", 429, Throttled, "throttling"),
             ("KMSInternalException", 500, Transient, "internal"),
-            (
-                "DependencyTimeoutException",
-                503,
-                Transient,
-                "dependency_timeout",
-            ),
+            ("DependencyTimeoutException", 503, Transient, "dependency_timeout"),
             ("InternalFailure", 500, Transient, "internal"),
             ("ServiceUnavailable", 503, Transient, "unavailable"),
-            (
-                "AlreadyExistsException",
-                400,
-                AlreadyExists,
-                "already_exists",
-            ),
+            ("AlreadyExistsException", 400, AlreadyExists, "already_exists"),
             ("NotFoundException", 400, NotFound, "not_found"),
-            (
-                "KMSInvalidStateException",
-                409,
-                InvalidState,
-                "invalid_state",
-            ),
+            ("KMSInvalidStateException", 409, InvalidState, "invalid_state"),
             ("ValidationException", 400, Permanent, "validation"),
             ("InvalidAliasNameException", 400, Permanent, "validation"),
             ("InvalidArnException", 400, Permanent, "validation"),
@@ -948,11 +721,7 @@ mod tests {
             ("AccessDeniedException", 503, Permanent, "access_denied"),
         ];
         for &(code, status, class, label) in cases {
-            assert_eq!(
-                classify(Some(code), status),
-                (class, label),
-                "{code} {status}"
-            );
+            assert_eq!(classify(Some(code), status), (class, label), "{code} {status}");
         }
         assert_eq!(classify(None, 504), (Transient, "http_5xx"));
         assert_eq!(classify(None, 403), (Permanent, "http_4xx"));
@@ -966,23 +735,13 @@ mod tests {
         assert_eq!(parse_success(b" \n").unwrap(), Value::Null);
         assert_eq!(parse_success(br#"{"a":1}"#).unwrap(), json!({"a": 1}));
         let e = parse_success(b"<html>ok</html>").unwrap_err();
-        assert_eq!(
-            (e.class, e.label),
-            (ErrorClass::Transient, "invalid_response")
-        );
+        assert_eq!((e.class, e.label), (ErrorClass::Transient, "invalid_response"));
     }
 
     // ----- identifiers and construction -----
 
     fn kms(endpoint: &str) -> AwsKms {
-        AwsKms::new(
-            "us-east-1",
-            Some(endpoint),
-            None,
-            creds(None),
-            Duration::from_secs(5),
-        )
-        .unwrap()
+        AwsKms::new("us-east-1", Some(endpoint), None, creds(None), Duration::from_secs(5)).unwrap()
     }
 
     #[test]
@@ -993,10 +752,7 @@ mod tests {
         assert!(k.key_matches(id, id));
         assert!(k.key_matches(&arn, id));
         assert!(k.key_matches(&arn, &arn));
-        assert!(k.key_matches(
-            "mrk-1234abcd12ab34cd56ef1234567890ab",
-            "mrk-1234abcd12ab34cd56ef1234567890ab"
-        ));
+        assert!(k.key_matches("mrk-1234abcd12ab34cd56ef1234567890ab", "mrk-1234abcd12ab34cd56ef1234567890ab"));
         assert!(!k.key_matches(&arn, "1234abcd-12ab-34cd-56ef-000000000000"));
         assert!(!k.key_matches("arn:aws:kms:us-east-1:123456789012:alias/x", "x"));
         assert!(!k.key_matches("", ""));
@@ -1006,50 +762,19 @@ mod tests {
     fn constructor_validates_and_never_leaks() {
         let url = |k: AwsKms| k.url.to_string();
         let k = AwsKms::new("eu-west-1", None, None, creds(None), Duration::from_secs(1)).unwrap();
-        assert_eq!(
-            (url(k), "kms"),
-            ("https://kms.eu-west-1.amazonaws.com/".to_string(), "kms")
-        );
-        let k = AwsKms::new(
-            "eu-west-1",
-            Some("http://q:8080"),
-            Some("qkms"),
-            creds(None),
-            Duration::from_secs(1),
-        )
-        .unwrap();
+        assert_eq!((url(k), "kms"), ("https://kms.eu-west-1.amazonaws.com/".to_string(), "kms"));
+        let k =
+            AwsKms::new("eu-west-1", Some("http://q:8080"), Some("qkms"), creds(None), Duration::from_secs(1)).unwrap();
         assert_eq!(k.service, "qkms");
         assert!(AwsKms::new("", None, None, creds(None), Duration::from_secs(1)).is_err());
         assert!(AwsKms::new("us/east", None, None, creds(None), Duration::from_secs(1)).is_err());
-        assert!(AwsKms::new(
-            "us-east-1",
-            Some("ftp://x"),
-            None,
-            creds(None),
-            Duration::from_secs(1)
-        )
-        .is_err());
-        let e = AwsKms::new(
-            "us-east-1",
-            Some("https://u:pw9@x"),
-            None,
-            creds(None),
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
+        assert!(AwsKms::new("us-east-1", Some("ftp://x"), None, creds(None), Duration::from_secs(1)).is_err());
+        let e =
+            AwsKms::new("us-east-1", Some("https://u:pw9@x"), None, creds(None), Duration::from_secs(1)).unwrap_err();
         assert!(!e.contains("pw9"), "{e}");
         assert!(AwsKms::new("us-east-1", None, None, creds(None), Duration::ZERO).is_err());
-        let dbg = format!(
-            "{:?}",
-            AwsKms::new(
-                "us-east-1",
-                None,
-                None,
-                creds(Some("TOK")),
-                Duration::from_secs(1)
-            )
-            .unwrap()
-        );
+        let dbg =
+            format!("{:?}", AwsKms::new("us-east-1", None, None, creds(Some("TOK")), Duration::from_secs(1)).unwrap());
         assert!(!dbg.contains("wJalr") && !dbg.contains("TOK\""), "{dbg}");
     }
 
@@ -1062,10 +787,7 @@ mod tests {
 
     impl Recorded {
         fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
+            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
         }
     }
 
@@ -1085,10 +807,8 @@ mod tests {
                 };
                 let (status, headers, body) = reply(&req.body);
                 log2.lock().unwrap().push(req);
-                let mut resp = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    body.len()
-                );
+                let mut resp =
+                    format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
                 for (n, v) in headers {
                     resp.push_str(&format!("{n}: {v}\r\n"));
                 }
@@ -1118,26 +838,22 @@ mod tests {
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        let len: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .map_or(0, |(_, v)| v.parse().unwrap());
+        let len: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
         let mut body = buf[head_end + 4..].to_vec();
         while body.len() < len {
             let n = sock.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
             body.extend_from_slice(&chunk[..n]);
         }
-        Some(Recorded {
-            headers,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        })
+        Some(Recorded { headers, body: serde_json::from_slice(&body).unwrap_or(Value::Null) })
     }
 
     fn page(aliases: &[(&str, Option<&str>)], next: Option<&str>) -> Reply {
         let aliases: Vec<Value> = aliases
             .iter()
             .map(|(n, k)| match k {
-                Some(k) => json!({"AliasName": n, "AliasArn": format!("arn:aws:kms:us-east-1:1:{n}"), "TargetKeyId": k}),
+                Some(k) => {
+                    json!({"AliasName": n, "AliasArn": format!("arn:aws:kms:us-east-1:1:{n}"), "TargetKeyId": k})
+                }
                 None => json!({"AliasName": n}),
             })
             .collect();
@@ -1152,50 +868,23 @@ mod tests {
     async fn list_walks_all_pages_filters_and_signs() {
         let (url, log) = serve(|req| match req.get("Marker").and_then(Value::as_str) {
             None => page(
-                &[
-                    ("alias/app/one", Some("k1")),
-                    ("alias/aws/ebs", Some("kx")),
-                    ("alias/other/x", Some("k2")),
-                ],
+                &[("alias/app/one", Some("k1")), ("alias/aws/ebs", Some("kx")), ("alias/other/x", Some("k2"))],
                 Some("m1"),
             ),
-            Some("m1") => page(
-                &[("alias/app/two", Some("k3")), ("alias/aws/s3", None)],
-                Some("m2"),
-            ),
+            Some("m1") => page(&[("alias/app/two", Some("k3")), ("alias/aws/s3", None)], Some("m2")),
             Some("m2") => page(&[("alias/team/three", None)], None),
-            Some(_) => (
-                400,
-                vec![("X-Amzn-ErrorType", "InvalidMarkerException")],
-                String::new(),
-            ),
+            Some(_) => (400, vec![("X-Amzn-ErrorType", "InvalidMarkerException")], String::new()),
         })
         .await;
-        let prefixes = [
-            "alias/app/".to_string(),
-            "alias/team/".to_string(),
-            "alias/".to_string() + "aws/",
-        ];
+        let prefixes = ["alias/app/".to_string(), "alias/team/".to_string(), "alias/".to_string() + "aws/"];
         let got = kms(&url).list_aliases(&prefixes).await.unwrap();
-        let want = [
-            ("alias/app/one", Some("k1")),
-            ("alias/app/two", Some("k3")),
-            ("alias/team/three", None),
-        ];
-        let want: Vec<LiveAlias> = want
-            .iter()
-            .map(|(n, k)| LiveAlias {
-                name: n.to_string(),
-                key_id: k.map(str::to_string),
-            })
-            .collect();
+        let want = [("alias/app/one", Some("k1")), ("alias/app/two", Some("k3")), ("alias/team/three", None)];
+        let want: Vec<LiveAlias> =
+            want.iter().map(|(n, k)| LiveAlias { name: n.to_string(), key_id: k.map(str::to_string) }).collect();
         assert_eq!(got, want);
 
         let log = log.lock().unwrap();
-        let markers: Vec<Option<&str>> = log
-            .iter()
-            .map(|r| r.body.get("Marker").and_then(Value::as_str))
-            .collect();
+        let markers: Vec<Option<&str>> = log.iter().map(|r| r.body.get("Marker").and_then(Value::as_str)).collect();
         assert_eq!(markers, [None, Some("m1"), Some("m2")]);
         for r in log.iter() {
             assert_eq!(r.body["Limit"], 100);
@@ -1203,91 +892,51 @@ mod tests {
             assert_eq!(r.header("content-type"), Some(AMZ_JSON));
             assert_eq!(r.header("x-amz-content-sha256"), None);
             let auth = r.header("authorization").expect("signed");
-            assert!(
-                auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
-                "{auth}"
-            );
+            assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{auth}");
             assert!(auth.contains("/us-east-1/kms/aws4_request"), "{auth}");
-            assert!(
-                auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target,"),
-                "{auth}"
-            );
+            assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target,"), "{auth}");
         }
     }
 
     #[tokio::test]
     async fn list_refuses_endless_paging() {
         let (url, log) = serve(|_| page(&[("alias/app/a", Some("k"))], Some("same"))).await;
-        let e = kms(&url)
-            .list_aliases(&["alias/".into()])
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (e.class, e.code.as_str()),
-            (ErrorClass::Transient, "InvalidResponse")
-        );
-        assert_eq!(
-            log.lock().unwrap().len(),
-            2,
-            "stops at the first repeated marker"
-        );
+        let e = kms(&url).list_aliases(&["alias/".into()]).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Transient, "InvalidResponse"));
+        assert_eq!(log.lock().unwrap().len(), 2, "stops at the first repeated marker");
 
-        let (url, _) =
-            serve(|_| (200, vec![], r#"{"Aliases": [], "Truncated": true}"#.into())).await;
-        let e = kms(&url)
-            .list_aliases(&["alias/".into()])
-            .await
-            .unwrap_err();
+        let (url, _) = serve(|_| (200, vec![], r#"{"Aliases": [], "Truncated": true}"#.into())).await;
+        let e = kms(&url).list_aliases(&["alias/".into()]).await.unwrap_err();
         assert!(e.message.contains("without NextMarker"), "{e}");
     }
 
     #[tokio::test]
     async fn get_alias_describes_key_and_maps_not_found() {
         let (url, log) = serve(|req| match req["KeyId"].as_str() {
-            Some("alias/app/one") => (
-                200,
-                vec![],
-                r#"{"KeyMetadata": {"KeyId": "k1", "KeyState": "Enabled"}}"#.into(),
-            ),
+            Some("alias/app/one") => (200, vec![], r#"{"KeyMetadata": {"KeyId": "k1", "KeyState": "Enabled"}}"#.into()),
             _ => (
                 400,
-                vec![
-                    ("X-Amzn-ErrorType", "NotFoundException"),
-                    ("Content-Type", "application/json"),
-                ],
+                vec![("X-Amzn-ErrorType", "NotFoundException"), ("Content-Type", "application/json")],
                 r#"{"__type": "NotFoundException", "message": "Alias x is not found."}"#.into(),
             ),
         })
         .await;
         let k = kms(&url);
-        assert_eq!(
-            k.get_alias("alias/app/one").await.unwrap().as_deref(),
-            Some("k1")
-        );
+        assert_eq!(k.get_alias("alias/app/one").await.unwrap().as_deref(), Some("k1"));
         assert_eq!(k.get_alias("alias/app/none").await.unwrap(), None);
         // Never probed: DescribeKey on an AWS alias can create the AWS managed key.
         let e = k.get_alias("alias/aws/ebs").await.unwrap_err();
-        assert_eq!(
-            (e.class, e.code.as_str()),
-            (ErrorClass::Permanent, "ReservedAlias")
-        );
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "ReservedAlias"));
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 2);
-        assert_eq!(
-            log[0].header("x-amz-target"),
-            Some("TrentService.DescribeKey")
-        );
+        assert_eq!(log[0].header("x-amz-target"), Some("TrentService.DescribeKey"));
     }
 
     #[tokio::test]
     async fn mutators_accept_empty_and_null_bodies() {
         let (url, log) = serve(|req| match req["AliasName"].as_str() {
             // moto: `null` as text/html; AWS: empty.
-            Some("alias/app/moto") => (
-                200,
-                vec![("Content-Type", "text/html; charset=utf-8")],
-                "null".into(),
-            ),
+            Some("alias/app/moto") => (200, vec![("Content-Type", "text/html; charset=utf-8")], "null".into()),
             Some("alias/app/aws") => (200, vec![], String::new()),
             _ => (
                 400,
@@ -1299,19 +948,11 @@ mod tests {
         let k = kms(&url);
         k.create_alias("alias/app/moto", "k1").await.unwrap();
         k.update_alias("alias/app/aws", "k2").await.unwrap();
-        k.delete_alias("alias/app/aws", Some("ignored"))
-            .await
-            .unwrap();
+        k.delete_alias("alias/app/aws", Some("ignored")).await.unwrap();
         let e = k.create_alias("alias/app/taken", "k1").await.unwrap_err();
-        assert_eq!(
-            (e.class, e.label),
-            (ErrorClass::AlreadyExists, "already_exists")
-        );
+        assert_eq!((e.class, e.label), (ErrorClass::AlreadyExists, "already_exists"));
         let log = log.lock().unwrap();
-        let targets: Vec<_> = log
-            .iter()
-            .map(|r| r.header("x-amz-target").unwrap().to_string())
-            .collect();
+        let targets: Vec<_> = log.iter().map(|r| r.header("x-amz-target").unwrap().to_string()).collect();
         assert_eq!(
             targets,
             [
@@ -1321,10 +962,7 @@ mod tests {
                 "TrentService.CreateAlias"
             ]
         );
-        assert_eq!(
-            log[0].body,
-            json!({"AliasName": "alias/app/moto", "TargetKeyId": "k1"})
-        );
+        assert_eq!(log[0].body, json!({"AliasName": "alias/app/moto", "TargetKeyId": "k1"}));
         assert_eq!(log[2].body, json!({"AliasName": "alias/app/aws"}));
     }
 
@@ -1332,30 +970,18 @@ mod tests {
     async fn session_token_is_sent_signed_and_scrubbed_from_errors() {
         // The endpoint echoes request parts back, as SignatureDoesNotMatch messages can.
         let (url, log) = serve(|_| {
-            let msg = "canonical request: x-amz-security-token:SESSIONTOK secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+            let msg =
+                "canonical request: x-amz-security-token:SESSIONTOK secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
             (400, vec![], json!({"__type": "InvalidSignatureException", "message": msg}).to_string())
         })
         .await;
-        let k = AwsKms::new(
-            "us-east-1",
-            Some(&url),
-            None,
-            creds(Some("SESSIONTOK")),
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let k = AwsKms::new("us-east-1", Some(&url), None, creds(Some("SESSIONTOK")), Duration::from_secs(5)).unwrap();
         let e = k.call("ListAliases", &json!({})).await.unwrap_err();
         let shown = format!("{e} {e:?}");
-        assert!(
-            !shown.contains("SESSIONTOK") && !shown.contains("wJalrXUtnFEMI"),
-            "{shown}"
-        );
+        assert!(!shown.contains("SESSIONTOK") && !shown.contains("wJalrXUtnFEMI"), "{shown}");
         assert_eq!((e.class, e.label), (ErrorClass::Permanent, "auth"));
         let log = log.lock().unwrap();
         assert_eq!(log[0].header("x-amz-security-token"), Some("SESSIONTOK"));
-        assert!(log[0]
-            .header("authorization")
-            .unwrap()
-            .contains("x-amz-security-token"));
+        assert!(log[0].header("authorization").unwrap().contains("x-amz-security-token"));
     }
 }

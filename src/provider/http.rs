@@ -45,23 +45,13 @@ pub fn transport_error(e: reqwest::Error) -> ProviderError {
     if e.is_timeout() {
         ProviderError::new(ErrorClass::Transient, "Timeout", "timeout", message)
     } else if e.is_connect() {
-        ProviderError::new(
-            ErrorClass::Transient,
-            "ConnectionError",
-            "connection_error",
-            message,
-        )
+        ProviderError::new(ErrorClass::Transient, "ConnectionError", "connection_error", message)
     } else if e.is_builder() || e.is_redirect() {
         // Our own request could not be built: retrying the same call cannot help.
         ProviderError::new(ErrorClass::Permanent, "RequestError", "other", message)
     } else {
         // Everything else happened on the wire (reset, closed mid-body, bad framing): retry.
-        ProviderError::new(
-            ErrorClass::Transient,
-            "ConnectionError",
-            "connection_error",
-            message,
-        )
+        ProviderError::new(ErrorClass::Transient, "ConnectionError", "connection_error", message)
     }
 }
 
@@ -69,31 +59,19 @@ pub fn transport_error(e: reqwest::Error) -> ProviderError {
 /// broken paging). Retried: proxies and truncated bodies produce these, and a retry is harmless.
 pub fn invalid_response(message: impl Into<String>) -> ProviderError {
     let message = truncate(&message.into(), MAX_MESSAGE_CHARS);
-    ProviderError::new(
-        ErrorClass::Transient,
-        "InvalidResponse",
-        "invalid_response",
-        message,
-    )
+    ProviderError::new(ErrorClass::Transient, "InvalidResponse", "invalid_response", message)
 }
 
 /// Reads a response body, refusing more than `limit` bytes so a misbehaving endpoint cannot exhaust
 /// memory.
-pub async fn read_body(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, ProviderError> {
+pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ProviderError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(invalid_response(format!(
-            "response body larger than {limit} bytes"
-        )));
+        return Err(invalid_response(format!("response body larger than {limit} bytes")));
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
         if body.len() + chunk.len() > limit {
-            return Err(invalid_response(format!(
-                "response body larger than {limit} bytes"
-            )));
+            return Err(invalid_response(format!("response body larger than {limit} bytes")));
         }
         body.extend_from_slice(&chunk);
     }
@@ -164,27 +142,11 @@ mod tests {
     #[tokio::test]
     async fn refused_connection_is_transient() {
         // Bind then drop to get a port nobody listens on.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let e = client(Duration::from_secs(2))
-            .post(format!("http://127.0.0.1:{port}/"))
-            .send()
-            .await
-            .unwrap_err();
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let e = client(Duration::from_secs(2)).post(format!("http://127.0.0.1:{port}/")).send().await.unwrap_err();
         let e = transport_error(e);
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::Transient, "ConnectionError", "connection_error")
-        );
-        assert!(
-            !e.message.contains("127.0.0.1"),
-            "URL must not be in the message: {}",
-            e.message
-        );
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Transient, "ConnectionError", "connection_error"));
+        assert!(!e.message.contains("127.0.0.1"), "URL must not be in the message: {}", e.message);
     }
 
     #[tokio::test]
@@ -197,16 +159,9 @@ mod tests {
             let mut buf = [0u8; 1024];
             while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         });
-        let e = client(Duration::from_millis(300))
-            .post(format!("http://{addr}/"))
-            .send()
-            .await
-            .unwrap_err();
+        let e = client(Duration::from_millis(300)).post(format!("http://{addr}/")).send().await.unwrap_err();
         let e = transport_error(e);
-        assert_eq!(
-            (e.class, e.code.as_str(), e.label),
-            (ErrorClass::Transient, "Timeout", "timeout")
-        );
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Transient, "Timeout", "timeout"));
         server.abort();
     }
 }

@@ -20,11 +20,23 @@ pub struct Governed {
 }
 
 impl Governed {
-    pub fn new(inner: Arc<dyn KmsAliases>, target: &str, provider: &'static str, write_rate: f64, read_rate: f64) -> Self {
+    pub fn new(
+        inner: Arc<dyn KmsAliases>,
+        target: &str,
+        provider: &'static str,
+        write_rate: f64,
+        read_rate: f64,
+    ) -> Self {
         let m = metrics();
         m.rate_limit.with_label_values(&[target, "write"]).set(write_rate);
         m.rate_limit.with_label_values(&[target, "read"]).set(read_rate);
-        Governed { inner, target: target.into(), provider, writes: Limiter::new(write_rate), reads: Limiter::new(read_rate) }
+        Governed {
+            inner,
+            target: target.into(),
+            provider,
+            writes: Limiter::new(write_rate),
+            reads: Limiter::new(read_rate),
+        }
     }
 
     async fn run<T, F>(&self, op: Operation, f: F) -> Result<T, ProviderError>
@@ -36,9 +48,7 @@ impl Governed {
         let start = Instant::now();
         let res = f.await;
         let m = metrics();
-        m.provider_duration
-            .with_label_values(&[&self.target, op.as_str()])
-            .observe(start.elapsed().as_secs_f64());
+        m.provider_duration.with_label_values(&[&self.target, op.as_str()]).observe(start.elapsed().as_secs_f64());
         let code = match &res {
             Ok(_) => "ok",
             Err(e) => e.label,

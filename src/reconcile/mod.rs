@@ -113,7 +113,12 @@ pub struct TargetStatus {
 }
 
 impl Engine {
-    pub fn new(specs: Vec<TargetSpec>, store: Arc<RwLock<Store>>, cfg: EngineConfig, sink: Arc<dyn FailureSink>) -> Self {
+    pub fn new(
+        specs: Vec<TargetSpec>,
+        store: Arc<RwLock<Store>>,
+        cfg: EngineConfig,
+        sink: Arc<dyn FailureSink>,
+    ) -> Self {
         let targets = specs
             .into_iter()
             .enumerate()

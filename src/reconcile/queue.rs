@@ -2,8 +2,8 @@
 //! arrive, never handed out twice at once (a change during processing marks it dirty and re-queues it
 //! after), failed items wait out a per-item exponential backoff with jitter (backon).
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,7 +67,15 @@ impl WorkQueue {
             None => {
                 self.items.insert(
                     alias.clone(),
-                    Item { status: Status::Ready, events: 1, since: now, taken: 0, dirty_since: None, attempts: 0, backoff: None },
+                    Item {
+                        status: Status::Ready,
+                        events: 1,
+                        since: now,
+                        taken: 0,
+                        dirty_since: None,
+                        attempts: 0,
+                        backoff: None,
+                    },
                 );
                 self.ready.push_back(alias);
             }

@@ -44,6 +44,7 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
         let stopping = work(&inner, &t, &mut owned_rx, &mut shut_rx).await;
         t.queue.lock().unwrap().clear();
         t.live.lock().unwrap().clear();
+        *t.listed_at.lock().unwrap() = None;
         clear_gauges(&t);
         if stopping {
             return;
@@ -70,9 +71,7 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
     loop {
         match t.provider.list_aliases(&inner.cfg.managed_prefixes).await {
             Ok(l) => {
-                let now = unix_now();
-                *t.listed_at.lock().unwrap() = Some(now);
-                metrics().last_scan_success.with_label_values(&[&t.name]).set(now as f64);
+                metrics().last_scan_success.with_label_values(&[&t.name]).set(unix_now() as f64);
                 tracing::info!(target_name = %t.name, live = l.len(), "listed target");
                 return l;
             }
@@ -108,6 +107,7 @@ fn install_listing(inner: &Inner, t: &Target, listing: Vec<crate::provider::Live
         q.add(Arc::from(a), now);
     }
     *t.live.lock().unwrap() = live;
+    *t.listed_at.lock().unwrap() = Some(unix_now());
     drop(q);
     t.notify.notify_one();
 }

@@ -21,7 +21,9 @@ impl ConsumerContext for LeaseContext {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         // Incremental under the cooperative protocol: Assign adds partitions, Revoke removes them.
         match rebalance {
-            Rebalance::Assign(tpl) => self.owned.send_modify(|s| s.extend(tpl.elements().iter().map(|e| e.partition()))),
+            Rebalance::Assign(tpl) => {
+                self.owned.send_modify(|s| s.extend(tpl.elements().iter().map(|e| e.partition())))
+            }
             Rebalance::Revoke(tpl) => self.owned.send_modify(|s| {
                 for e in tpl.elements() {
                     s.remove(&e.partition());

@@ -202,7 +202,12 @@ impl Table {
                     if r.len() == REMEMBER_INVALID {
                         r.pop_front();
                     }
-                    r.push_back(Remembered { offset, key: key.map(<[u8]>::to_vec), value: value.map(<[u8]>::to_vec), invalid });
+                    r.push_back(Remembered {
+                        offset,
+                        key: key.map(<[u8]>::to_vec),
+                        value: value.map(<[u8]>::to_vec),
+                        invalid,
+                    });
                 }
             }
         }
@@ -272,7 +277,9 @@ impl Table {
         for p in &parts {
             let _ = tpl.add_partition(&self.topic, *p);
         }
-        let committed = match tokio::task::block_in_place(|| self.consumer.committed_offsets(tpl, Duration::from_secs(10))) {
+        let committed = match tokio::task::block_in_place(|| {
+            self.consumer.committed_offsets(tpl, Duration::from_secs(10))
+        }) {
             Ok(c) => c,
             Err(e) => {
                 // Sending them all is safer than losing them: duplicates in the DLQ are tolerable.

@@ -34,14 +34,30 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 impl Metrics {
     fn new() -> Self {
         let r = Registry::new_custom(Some("aliassync".into()), None).expect("valid prefix");
-        let counter = |name: &str, help: &str, labels: &[&str]| reg(&r, IntCounterVec::new(Opts::new(name, help), labels).unwrap());
-        let gauge = |name: &str, help: &str, labels: &[&str]| reg(&r, IntGaugeVec::new(Opts::new(name, help), labels).unwrap());
-        let fgauge = |name: &str, help: &str, labels: &[&str]| reg(&r, GaugeVec::new(Opts::new(name, help), labels).unwrap());
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(&r, IntCounterVec::new(Opts::new(name, help), labels).unwrap())
+        };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| reg(&r, IntGaugeVec::new(Opts::new(name, help), labels).unwrap());
+        let fgauge =
+            |name: &str, help: &str, labels: &[&str]| reg(&r, GaugeVec::new(Opts::new(name, help), labels).unwrap());
         let m = Metrics {
-            events: counter("events_total", "Desired-state events consumed, by outcome (applied, stale, invalid).", &["outcome"]),
-            dead_letters: counter("dead_letters_total", "Events or reconciles sent to the dead-letter topic, by reason.", &["reason"]),
+            events: counter(
+                "events_total",
+                "Desired-state events consumed, by outcome (applied, stale, invalid).",
+                &["outcome"],
+            ),
+            dead_letters: counter(
+                "dead_letters_total",
+                "Events or reconciles sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
             desired_aliases: gauge("desired_aliases", "Aliases the desired state holds per target.", &["target"]),
-            drift_aliases: gauge("drift_aliases", "Drifted aliases found by the last scan, by kind.", &["target", "kind"]),
+            drift_aliases: gauge(
+                "drift_aliases",
+                "Drifted aliases found by the last scan, by kind.",
+                &["target", "kind"],
+            ),
             last_scan_success: fgauge(
                 "last_scan_success_timestamp_seconds",
                 "Unix time of the last complete listing of the target.",
@@ -66,7 +82,11 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
-            queue_depth: gauge("queue_depth", "Pending (target, alias) work items, including delayed retries.", &["target"]),
+            queue_depth: gauge(
+                "queue_depth",
+                "Pending (target, alias) work items, including delayed retries.",
+                &["target"],
+            ),
             target_lag_events: gauge(
                 "target_lag_events",
                 "Desired-state changes not yet applied at the target (owner only).",
@@ -77,7 +97,10 @@ impl Metrics {
                 "Age of the oldest desired-state change not yet applied at the target (owner only).",
                 &["target"],
             ),
-            owned_targets: reg(&r, IntGauge::new("owned_targets", "Targets this instance holds the lease for.").unwrap()),
+            owned_targets: reg(
+                &r,
+                IntGauge::new("owned_targets", "Targets this instance holds the lease for.").unwrap(),
+            ),
             build_info: gauge("build_info", "Always 1; the version label tells the build.", &["version"]),
             rate_limit: fgauge(
                 "rate_limit_per_second",

@@ -80,8 +80,9 @@ EOF
 
 for ver in "${versions[@]}"; do
   if install_version "$ver"; then
-    printf 'KAFKA_VERSION=%s\nKAFKA_HOME=%s\n' "$ver" "$CACHE/kafka-$ver" >"$CACHE/kafka.env.tmp"
-    mv "$CACHE/kafka.env.tmp" "$CACHE/kafka.env"
+    env=$(printf 'KAFKA_VERSION=%s\nKAFKA_HOME=%s' "$ver" "$CACHE/kafka-$ver")
+    [[ -f $CACHE/kafka.env && $(<"$CACHE/kafka.env") == "$env" ]] ||
+      { echo "$env" >"$CACHE/kafka.env.tmp" && mv "$CACHE/kafka.env.tmp" "$CACHE/kafka.env"; }
     exit 0
   fi
 done

@@ -1,0 +1,364 @@
+//! The reconcile engine against an in-process fake cloud: convergence, API economy, error classes,
+//! isolation between targets and the ownership guard. Kafka and real clouds are in tests/e2e_aws.rs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use aliassync::config::Mode;
+use aliassync::desired::Store;
+use aliassync::event::{Body, Event, TargetId};
+use aliassync::provider::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
+use aliassync::reconcile::governed::Governed;
+use aliassync::reconcile::{Engine, EngineConfig, FailureSink, PermanentFailure, TargetSpec};
+use async_trait::async_trait;
+
+#[derive(Default)]
+struct FakeState {
+    aliases: BTreeMap<String, String>,
+    calls: Vec<(String, String)>,
+    /// Error returned by every write while set.
+    fail_writes: Option<ErrorClass>,
+    /// Keys that do not exist (writes naming them fail NotFound).
+    missing_keys: HashSet<String>,
+}
+
+#[derive(Default, Clone)]
+struct Fake(Arc<Mutex<FakeState>>);
+
+fn err(class: ErrorClass, code: &str) -> ProviderError {
+    ProviderError::new(class, code, "test", "injected")
+}
+
+impl Fake {
+    fn calls(&self, op: &str) -> usize {
+        self.0.lock().unwrap().calls.iter().filter(|(o, _)| o == op).count()
+    }
+    fn get(&self, a: &str) -> Option<String> {
+        self.0.lock().unwrap().aliases.get(a).cloned()
+    }
+    fn write(&self, op: &str, alias: &str, key: Option<&str>) -> Result<(), ProviderError> {
+        let mut s = self.0.lock().unwrap();
+        s.calls.push((op.into(), alias.into()));
+        if let Some(c) = s.fail_writes {
+            return Err(err(c, "Injected"));
+        }
+        if let Some(k) = key {
+            if s.missing_keys.contains(k) {
+                return Err(err(ErrorClass::NotFound, "NotFoundException"));
+            }
+        }
+        match (op, s.aliases.contains_key(alias)) {
+            ("create", true) => Err(err(ErrorClass::AlreadyExists, "AlreadyExistsException")),
+            ("update" | "delete", false) => Err(err(ErrorClass::NotFound, "NotFoundException")),
+            ("delete", true) => {
+                s.aliases.remove(alias);
+                Ok(())
+            }
+            _ => {
+                s.aliases.insert(alias.into(), key.unwrap().into());
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl KmsAliases for Fake {
+    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
+        let mut s = self.0.lock().unwrap();
+        s.calls.push(("list".into(), String::new()));
+        Ok(s.aliases
+            .iter()
+            .filter(|(a, _)| prefixes.iter().any(|p| a.starts_with(p.as_str())))
+            .map(|(a, k)| LiveAlias { name: a.clone(), key_id: Some(k.clone()) })
+            .collect())
+    }
+    async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        let mut s = self.0.lock().unwrap();
+        s.calls.push(("get".into(), alias.into()));
+        Ok(s.aliases.get(alias).cloned())
+    }
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.write("create", alias, Some(key_id))
+    }
+    async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.write("update", alias, Some(key_id))
+    }
+    async fn delete_alias(&self, alias: &str, _current: Option<&str>) -> Result<(), ProviderError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.write("delete", alias, None)
+    }
+}
+
+#[derive(Default, Clone)]
+struct Sink(Arc<Mutex<Vec<PermanentFailure>>>);
+impl FailureSink for Sink {
+    fn permanent(&self, f: PermanentFailure) {
+        self.0.lock().unwrap().push(f);
+    }
+}
+
+struct Rig {
+    engine: Engine,
+    store: Arc<RwLock<Store>>,
+    fakes: Vec<Fake>,
+    sink: Sink,
+}
+
+fn rig(prefix: &str, n: usize, rate: f64, modes: &[Mode]) -> Rig {
+    let store = Arc::new(RwLock::new(Store::new(n)));
+    let fakes: Vec<Fake> = (0..n).map(|_| Fake::default()).collect();
+    let specs = fakes
+        .iter()
+        .enumerate()
+        .map(|(i, f)| TargetSpec {
+            id: i as TargetId,
+            name: format!("{prefix}{i}"),
+            provider: Arc::new(Governed::new(Arc::new(f.clone()), &format!("{prefix}{i}"), "fake", rate, 1000.0)),
+            concurrency: 4,
+            mode: modes.get(i).copied().unwrap_or_default(),
+        })
+        .collect();
+    let sink = Sink::default();
+    let engine = Engine::new(
+        specs,
+        store.clone(),
+        EngineConfig {
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            consistency_retries: 2,
+            managed_prefixes: vec!["alias/app/".into()],
+        },
+        Arc::new(sink.clone()),
+    );
+    engine.start();
+    Rig { engine, store, fakes, sink }
+}
+
+impl Rig {
+    fn apply(&self, alias: &str, rev: u64, targets: &[(TargetId, &str)]) {
+        let body = Body::Present(targets.iter().map(|(t, k)| (*t, k.to_string())).collect());
+        let (_, changed) = self.store.write().unwrap().apply(Event { alias: alias.into(), revision: Some(rev), body });
+        self.engine.changed(alias, &changed);
+    }
+    fn absent(&self, alias: &str, rev: u64) {
+        let ev = Event { alias: alias.into(), revision: Some(rev), body: Body::Absent };
+        let (_, changed) = self.store.write().unwrap().apply(ev);
+        self.engine.changed(alias, &changed);
+    }
+    fn own_all(&self) {
+        self.engine.set_owned(&(0..self.fakes.len() as TargetId).collect());
+    }
+    async fn settle(&self) {
+        for _ in 0..2000 {
+            let st = self.engine.status();
+            if st.iter().all(|s| !s.owned || (s.last_listing_unix.is_some() && s.queue_depth == 0)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("did not settle: {:?}", self.engine.status());
+    }
+}
+
+const K1: &str = "k1";
+const K2: &str = "k2";
+
+#[tokio::test(start_paused = true)]
+async fn converges_with_one_write_per_change() {
+    let r = rig("conv", 2, 1000.0, &[]);
+    // Desired state exists before the rebuild completes: the full pass after the listing covers it.
+    for i in 0..20 {
+        r.apply(&format!("alias/app/a{i}"), 1, &[(0, K1), (1, K2)]);
+    }
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    for f in &r.fakes {
+        assert_eq!(f.calls("create"), 20);
+        assert_eq!(f.calls("list"), 1);
+    }
+    assert_eq!(r.fakes[1].get("alias/app/a3").as_deref(), Some(K2));
+    // Re-point on target 0 only: one update there, nothing at target 1.
+    r.apply("alias/app/a3", 2, &[(0, K2), (1, K2)]);
+    r.settle().await;
+    assert_eq!((r.fakes[0].calls("update"), r.fakes[1].calls("update")), (1, 0));
+    assert_eq!(r.fakes[0].get("alias/app/a3").as_deref(), Some(K2));
+    // Removed from target 1: deleted there only. Then absent: deleted everywhere.
+    r.apply("alias/app/a3", 3, &[(0, K2)]);
+    r.settle().await;
+    assert_eq!(r.fakes[1].get("alias/app/a3"), None);
+    assert_eq!(r.fakes[0].get("alias/app/a3").as_deref(), Some(K2));
+    r.absent("alias/app/a3", 4);
+    r.settle().await;
+    assert_eq!(r.fakes[0].get("alias/app/a3"), None);
+    assert_eq!(r.fakes[0].calls("delete") + r.fakes[1].calls("delete"), 2);
+    assert!(r.sink.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_collapses_into_at_most_two_writes() {
+    let r = rig("burst", 1, 5.0, &[]);
+    r.fakes[0].0.lock().unwrap().aliases.insert("alias/app/x".into(), "k0".into());
+    r.apply("alias/app/x", 1, &[(0, "k0")]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    assert_eq!(r.fakes[0].calls("update") + r.fakes[0].calls("create"), 0, "already in sync: no write");
+    // A burst as Kafka delivers it: many records in one fetch.
+    for rev in 2..52 {
+        r.apply("alias/app/x", rev, &[(0, &format!("k{rev}"))]);
+    }
+    r.settle().await;
+    let writes = r.fakes[0].calls("update");
+    assert!((1..=2).contains(&writes), "{writes} writes for a burst of 50");
+    assert_eq!(r.fakes[0].get("alias/app/x").as_deref(), Some("k51"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn already_exists_reads_then_updates_and_not_found_on_update_creates() {
+    let r = rig("exists", 1, 1000.0, &[]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    // Created behind our back after the listing, pointing elsewhere.
+    r.fakes[0].0.lock().unwrap().aliases.insert("alias/app/y".into(), "other".into());
+    r.apply("alias/app/y", 1, &[(0, K1)]);
+    r.settle().await;
+    assert_eq!(r.fakes[0].get("alias/app/y").as_deref(), Some(K1));
+    assert_eq!((r.fakes[0].calls("create"), r.fakes[0].calls("get"), r.fakes[0].calls("update")), (1, 1, 1));
+    // Deleted behind our back: the update finds nothing, so the alias is created.
+    r.fakes[0].0.lock().unwrap().aliases.remove("alias/app/y");
+    r.apply("alias/app/y", 2, &[(0, K2)]);
+    r.settle().await;
+    assert_eq!(r.fakes[0].get("alias/app/y").as_deref(), Some(K2));
+    // Deleting what is already gone is success.
+    r.fakes[0].0.lock().unwrap().aliases.remove("alias/app/y");
+    r.absent("alias/app/y", 3);
+    r.settle().await;
+    assert!(r.sink.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_target_retries_without_stalling_the_other() {
+    let r = rig("fail", 2, 1000.0, &[]);
+    r.fakes[0].0.lock().unwrap().fail_writes = Some(ErrorClass::Transient);
+    r.own_all();
+    r.engine.set_rebuilt();
+    for i in 0..10 {
+        r.apply(&format!("alias/app/b{i}"), 1, &[(0, K1), (1, K1)]);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(r.fakes[1].0.lock().unwrap().aliases.len(), 10, "healthy target converged");
+    assert_eq!(r.fakes[0].0.lock().unwrap().aliases.len(), 0);
+    let st = r.engine.status();
+    assert_eq!(st[0].queue_depth, 10);
+    assert!(st[0].lag_events >= 10 && st[0].lag_seconds >= 2.0, "{:?}", st[0]);
+    // Retries back off: far fewer than one attempt per item every 50 ms.
+    let attempts = r.fakes[0].calls("create");
+    assert!((20..=80).contains(&attempts), "{attempts}");
+    r.fakes[0].0.lock().unwrap().fail_writes = None;
+    r.settle().await;
+    assert_eq!(r.fakes[0].0.lock().unwrap().aliases.len(), 10, "recovered target converged");
+    assert!(r.sink.0.lock().unwrap().is_empty(), "transient errors are never dead-lettered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_and_consistency_failures() {
+    let r = rig("perm", 1, 1000.0, &[]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.fakes[0].0.lock().unwrap().missing_keys.insert("gone".into());
+    r.apply("alias/app/c", 1, &[(0, "gone")]);
+    r.settle().await;
+    // NotFound is retried (eventual consistency) consistency_retries times, then dead-lettered.
+    assert_eq!(r.fakes[0].calls("create"), 3);
+    let f = r.sink.0.lock().unwrap().clone();
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].code.as_str(), f[0].alias.as_str(), f[0].target.as_str()),
+        ("NotFoundException", "alias/app/c", "perm0")
+    );
+    assert_eq!(r.engine.status()[0].recent_failures.len(), 1);
+    // A permanent error is dead-lettered at once and does not block other aliases.
+    r.fakes[0].0.lock().unwrap().fail_writes = Some(ErrorClass::Permanent);
+    r.apply("alias/app/d", 1, &[(0, K1)]);
+    r.settle().await;
+    r.fakes[0].0.lock().unwrap().fail_writes = None;
+    r.apply("alias/app/e", 1, &[(0, K1)]);
+    r.settle().await;
+    assert_eq!(r.fakes[0].get("alias/app/e").as_deref(), Some(K1));
+    assert_eq!(r.sink.0.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ownership_guard_and_orphans() {
+    let r = rig("guard", 1, 1000.0, &[]);
+    {
+        let mut s = r.fakes[0].0.lock().unwrap();
+        s.aliases.insert("alias/other/x".into(), K1.into());
+        s.aliases.insert("alias/app/orphan".into(), K1.into());
+        s.aliases.insert("alias/app/known".into(), K1.into());
+    }
+    // The store may be fed directly; the guard still refuses an alias outside the managed prefixes.
+    r.apply("alias/other/x", 1, &[]);
+    r.apply("alias/app/known", 1, &[]);
+    r.apply("alias/other/y", 1, &[(0, K1)]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    let s = r.fakes[0].0.lock().unwrap();
+    assert!(s.aliases.contains_key("alias/other/x"), "never touched outside the managed prefixes");
+    assert!(!s.aliases.contains_key("alias/other/y"), "never created outside the managed prefixes");
+    assert!(s.calls.iter().all(|(_, a)| !a.starts_with("alias/other/")), "no call at all: {:?}", s.calls);
+    assert!(s.aliases.contains_key("alias/app/orphan"), "orphans are not deleted without prune");
+    assert!(!s.aliases.contains_key("alias/app/known"), "desired absent here: deleted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn observe_mode_writes_nothing_and_unowned_targets_are_idle() {
+    let r = rig("observe", 2, 1000.0, &[Mode::Observe]);
+    r.apply("alias/app/o", 1, &[(0, K1), (1, K1)]);
+    r.engine.set_owned(&[0].into_iter().collect());
+    r.engine.set_rebuilt();
+    r.settle().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.fakes[0].calls("create"), 0, "observe mode");
+    assert_eq!(r.fakes[1].calls("list") + r.fakes[1].calls("create"), 0, "not owned: untouched");
+    // The lease arrives: the target lists and converges.
+    r.own_all();
+    r.settle().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r.settle().await;
+    assert_eq!(r.fakes[1].get("alias/app/o").as_deref(), Some(K1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_slows_the_target() {
+    let r = rig("throttle", 1, 10.0, &[]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    r.fakes[0].0.lock().unwrap().fail_writes = Some(ErrorClass::Throttled);
+    r.apply("alias/app/t", 1, &[(0, K1)]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = aliassync::telemetry::metrics::metrics().render();
+    let rate: f64 = m
+        .lines()
+        .find(|l| {
+            l.starts_with("aliassync_rate_limit_per_second{")
+                && l.contains("target=\"throttle0\"")
+                && l.contains("write")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rate < 10.0, "AIMD lowered the rate: {rate}");
+    r.fakes[0].0.lock().unwrap().fail_writes = None;
+    r.settle().await;
+    assert_eq!(r.fakes[0].get("alias/app/t").as_deref(), Some(K1));
+}
