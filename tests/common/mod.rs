@@ -1,0 +1,330 @@
+//! Shared helpers for the end-to-end tests: the real Kafka broker and moto started by
+//! tests/support/rig.sh (tests/run.sh exports KAFKA_BROKERS and MOTO_URL), and the daemon binary.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aliassync::provider::aws::AwsKms;
+use aliassync::provider::KmsAliases;
+use aliassync::secret::{Credentials, Secret};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+
+pub fn env_or_explain(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the end-to-end tests through `bash tests/run.sh` (it starts Kafka and moto)")
+    })
+}
+
+pub fn brokers() -> String {
+    env_or_explain("KAFKA_BROKERS")
+}
+
+pub fn moto_url() -> String {
+    env_or_explain("MOTO_URL")
+}
+
+/// A name unique to this test run, for topics, groups and alias prefixes.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{name}-{}-{nanos:x}", std::process::id())
+}
+
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub fn creds() -> Credentials {
+    Credentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+        session_token: None,
+    }
+}
+
+/// A client of moto in one region (our own AWS provider: signing and parsing are unit-tested).
+pub fn kms(region: &str) -> AwsKms {
+    AwsKms::new(region, Some(&moto_url()), None, creds(), Duration::from_secs(10)).unwrap()
+}
+
+pub async fn create_key(kms: &AwsKms) -> String {
+    let v = kms.call("CreateKey", &json!({"Description": "aliassync e2e"})).await.unwrap();
+    v["KeyMetadata"]["KeyId"].as_str().unwrap().to_string()
+}
+
+/// Live aliases under `prefix`: name → key id.
+pub async fn live(kms: &AwsKms, prefix: &str) -> HashMap<String, String> {
+    kms.list_aliases(&[prefix.to_string()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.name, a.key_id.unwrap_or_default()))
+        .collect()
+}
+
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let r = admin.create_topics([&t], &AdminOptions::new()).await.unwrap();
+    r.into_iter().for_each(|x| {
+        x.unwrap();
+    });
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .unwrap()
+}
+
+pub async fn send(p: &FutureProducer, topic: &str, key: Option<&str>, value: Option<&str>) {
+    let mut r: FutureRecord<'_, str, str> = FutureRecord::to(topic);
+    if let Some(k) = key {
+        r = r.key(k);
+    }
+    if let Some(v) = value {
+        r = r.payload(v);
+    }
+    p.send(r, Duration::from_secs(60)).await.map_err(|(e, _)| e).unwrap();
+}
+
+pub fn event(alias: &str, rev: u64, targets: &[(&str, &str)]) -> String {
+    let t: serde_json::Map<String, serde_json::Value> =
+        targets.iter().map(|(n, k)| (n.to_string(), json!(k))).collect();
+    json!({"schema": 1, "alias": alias, "revision": rev, "targets": t}).to_string()
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads a whole topic (all partitions, from the beginning) as it is now.
+pub fn read_topic(topic: &str) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in md.topics()[0].partitions() {
+        let (_, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+        if high > 0 {
+            ends.insert(p.id(), high);
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() && Instant::now() < deadline {
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        let mut headers = HashMap::new();
+        if let Some(h) = m.headers() {
+            for x in h.iter() {
+                headers.insert(x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned());
+            }
+        }
+        out.push(Record {
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: m.payload().map(|k| String::from_utf8_lossy(k).into_owned()),
+            headers,
+        });
+        if m.offset() + 1 >= ends[&m.partition()] {
+            ends.remove(&m.partition());
+        }
+    }
+    out
+}
+
+/// A running daemon process, killed on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes a config for `topic` with the given target tables and starts the daemon.
+pub struct DaemonConfig {
+    pub topic: String,
+    pub group: String,
+    pub prefix: String,
+    /// (name, region, extra TOML lines)
+    pub targets: Vec<(String, String, String)>,
+    pub extra: String,
+}
+
+impl DaemonConfig {
+    pub fn render(&self, port: u16) -> String {
+        let mut s = format!(
+            r#"[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+group_id = "{group}"
+lease_partitions = 6
+lease_session_timeout_ms = 6000
+[ownership]
+managed_prefixes = ["{prefix}"]
+[metrics]
+listen = "127.0.0.1:{port}"
+[reconcile]
+backoff_min_ms = 100
+backoff_max_ms = 2000
+{extra}
+"#,
+            brokers = brokers(),
+            topic = self.topic,
+            group = self.group,
+            prefix = self.prefix,
+            extra = self.extra,
+        );
+        for (name, region, more) in &self.targets {
+            s.push_str(&format!(
+                "[targets.{name}]\nprovider = \"aws\"\nregion = \"{region}\"\nendpoint = \"{moto}\"\ncredentials = \"env:E2E_AWS\"\n{more}\n",
+                moto = moto_url()
+            ));
+        }
+        s
+    }
+}
+
+impl Daemon {
+    pub fn start(cfg: &DaemonConfig) -> Daemon {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        Self::start_in(cfg, dir)
+    }
+
+    fn start_in(cfg: &DaemonConfig, dir: std::sync::Arc<tempfile::TempDir>) -> Daemon {
+        let port = free_port();
+        let config = dir.path().join("aliassync.toml");
+        std::fs::write(&config, cfg.render(port)).unwrap();
+        let log = dir.path().join(format!("daemon-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_aliassync"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("E2E_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("E2E_AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+            .env("RUST_LOG", "info,aliassync=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child: Some(child), port, config, log, _dir: dir }
+    }
+
+    /// A second process with the same config (a restart, or another instance).
+    pub fn again(&self, cfg: &DaemonConfig) -> Daemon {
+        Self::start_in(cfg, self._dir.clone())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = reqwest::get(self.url(path)).await.ok()?;
+        let code = r.status().as_u16();
+        Some((code, r.text().await.ok()?))
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_for("daemon /readyz", Duration::from_secs(60), || async {
+            matches!(self.get("/readyz").await, Some((200, _)))
+        })
+        .await;
+    }
+
+    /// Sum of a metric's samples whose labels contain every given `k="v"` pair.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let Some((_, text)) = self.get("/metrics").await else { return f64::NAN };
+        sum_metric(&text, name, labels)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.kill().ok();
+        panic!("daemon did not exit within 40 s of SIGTERM");
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- daemon log {} ----\n{}", self.log.display(), tail(&self.logs(), 60));
+        }
+        self.kill9();
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
