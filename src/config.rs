@@ -53,16 +53,10 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ownership {
     pub managed_prefixes: Vec<String>,
-}
-
-impl Default for Ownership {
-    fn default() -> Self {
-        Ownership { managed_prefixes: Vec::new() }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -328,7 +328,7 @@ mod tests {
             (Some("alias/app/p"), r#"{"schema":1,"alias":"alias/app/p","revision":1}"#.into(), Reason::MissingField),
             (
                 Some("alias/app/p"),
-                format!(r#"{{"schema":1,"alias":"alias/app/p","revision":1,"taregts":{{}}}}"#),
+                r#"{"schema":1,"alias":"alias/app/p","revision":1,"taregts":{}}"#.to_string(),
                 Reason::MalformedJson,
             ),
             (
@@ -368,9 +368,7 @@ mod tests {
             ),
             (
                 Some("alias/app/p"),
-                format!(
-                    r#"{{"schema":1,"alias":"alias/app/p","revision":1,"targets":{{"hw":"mrk-1234abcd12ab34cd56ef1234567890ab"}}}}"#
-                ),
+                r#"{"schema":1,"alias":"alias/app/p","revision":1,"targets":{"hw":"mrk-1234abcd12ab34cd56ef1234567890ab"}}"#.to_string(),
                 Reason::BadKeyId,
             ),
             (

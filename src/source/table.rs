@@ -96,7 +96,7 @@ impl Table {
             match tokio::task::block_in_place(|| self.partitions_and_ends()) {
                 Ok(ends) => {
                     let mut tpl = TopicPartitionList::new();
-                    for (&p, _) in &ends {
+                    for &p in ends.keys() {
                         tpl.add_partition_offset(&self.topic, p, Offset::Beginning).expect("valid offset");
                     }
                     if let Err(e) = self.consumer.assign(&tpl) {
