@@ -10,7 +10,9 @@ use tokio::sync::watch;
 use crate::config::{Config, ConfigError, ProviderKind};
 use crate::desired::Store;
 use crate::event::{Decoder, TargetId};
+use crate::provider::alibaba::AlibabaKms;
 use crate::provider::aws::AwsKms;
+use crate::provider::huawei::HuaweiKms;
 use crate::provider::KmsAliases;
 use crate::reconcile::governed::Governed;
 use crate::reconcile::{Engine, EngineConfig, TargetSpec};
@@ -39,7 +41,21 @@ pub fn build_targets(cfg: &Config) -> Result<Vec<TargetSpec>, RunError> {
                 AwsKms::new(&t.region, t.endpoint.as_deref(), t.signing_service.as_deref(), c, timeout)
                     .map_err(|e| RunError::Startup(format!("target {name}: {e}")))?,
             ),
-            other => return Err(RunError::Startup(format!("target {name}: provider {} unavailable", other.as_str()))),
+            ProviderKind::Alibaba => Arc::new(
+                AlibabaKms::new(&t.region, t.endpoint.as_deref(), c, timeout)
+                    .map_err(|e| RunError::Startup(format!("target {name}: {e}")))?,
+            ),
+            ProviderKind::Huawei => Arc::new(
+                HuaweiKms::new(
+                    &t.region,
+                    t.endpoint.as_deref(),
+                    t.project_id.as_deref().unwrap_or_default(),
+                    t.alias_prefix(),
+                    c,
+                    timeout,
+                )
+                .map_err(|e| RunError::Startup(format!("target {name}: {e}")))?,
+            ),
         };
         specs.push(TargetSpec {
             id: i as TargetId,
@@ -53,8 +69,19 @@ pub fn build_targets(cfg: &Config) -> Result<Vec<TargetSpec>, RunError> {
 }
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
-    let base = client_config(&cfg)?;
     let specs = build_targets(&cfg)?;
+    run_with(cfg, specs, shutdown_signal()).await
+}
+
+/// The daemon with given targets (one per configured target, in config order) until `stop` resolves.
+/// Benchmarks use it with in-process targets.
+pub async fn run_with(
+    cfg: Config,
+    specs: Vec<TargetSpec>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let base = client_config(&cfg)?;
+    tokio::pin!(stop);
     let names: Vec<String> = cfg.targets.keys().cloned().collect();
     let store = Arc::new(RwLock::new(Store::new(names.len())));
     let dlq = DeadLetters::new(&base, &cfg.dead_letter_topic()).map_err(RunError::Startup)?;
@@ -92,7 +119,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown_signal() => return Ok(()),
+            _ = &mut stop => return Ok(()),
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
@@ -139,7 +166,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     .map_err(RunError::Startup)?;
     let table_task = tokio::spawn(table.run(shut_rx.clone()));
 
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down: draining in-flight reconciles");
     shut_tx.send_replace(true);
     let _ = table_task.await;

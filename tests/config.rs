@@ -1,6 +1,6 @@
 //! Configuration: the shipped example loads, the environment overrides, bad values name key and fix.
 
-use aliassync::config::{Config, ConfigError, Mode};
+use aliassync::config::{AliasPrefix, Config, ConfigError, Mode, ProviderKind};
 
 const BASE: &str = r#"
 [kafka]
@@ -106,4 +106,62 @@ fn credentials_resolve_from_env_and_never_print() {
     let dbg = format!("{creds:?} {c:?}");
     assert!(!dbg.contains("topsecretvalue"), "{dbg}");
     assert_eq!(creds["aws-a"].secret_access_key.expose(), "topsecretvalue");
+}
+
+const CLOUDS: &str = r#"
+[targets.ali-hz]
+provider = "alibaba"
+region = "cn-hangzhou"
+credentials = "env:ALI"
+[targets.hw-cn4]
+provider = "huawei"
+region = "cn-north-4"
+project_id = "0123456789abcdef0123456789abcdef"
+credentials = "env:HW"
+"#;
+
+#[test]
+fn alibaba_and_huawei_targets_load_with_their_defaults() {
+    let c = load(&format!("{BASE}{CLOUDS}"), &[]).unwrap();
+    let (ali, hw) = (&c.targets["ali-hz"], &c.targets["hw-cn4"]);
+    assert_eq!((ali.provider, ali.write_rate(), ali.read_rate()), (ProviderKind::Alibaba, 30.0, 20.0));
+    assert_eq!(
+        (hw.provider, hw.project_id.as_deref()),
+        (ProviderKind::Huawei, Some("0123456789abcdef0123456789abcdef"))
+    );
+    assert_eq!(hw.alias_prefix(), AliasPrefix::Keep);
+    let c = load(&format!("{BASE}{CLOUDS}").replace("project_id =", "alias_prefix = \"strip\"\nproject_id ="), &[])
+        .unwrap();
+    assert_eq!(c.targets["hw-cn4"].alias_prefix(), AliasPrefix::Strip);
+    let c = load(&format!("{BASE}{CLOUDS}"), &[("ALIASSYNC__TARGETS__HW-CN4__ALIAS_PREFIX", "strip")]).unwrap();
+    assert_eq!(c.targets["hw-cn4"].alias_prefix(), AliasPrefix::Strip);
+}
+
+#[test]
+fn huawei_and_provider_specific_keys_are_validated() {
+    let text = format!("{BASE}{CLOUDS}");
+    let cases: &[(&str, &str, &str)] = &[
+        ("project_id = \"0123456789abcdef0123456789abcdef\"\n", "", "`targets.hw-cn4.project_id`: is required"),
+        (
+            "project_id = \"0123456789abcdef0123456789abcdef\"",
+            "project_id = \"\"",
+            "`targets.hw-cn4.project_id`: is required",
+        ),
+        ("project_id = \"0123456789abcdef0123456789abcdef\"", "project_id = \"../x\"", "`targets.hw-cn4.project_id`"),
+        ("region = \"us-east-1\"", "region = \"us-east-1\"\nalias_prefix = \"strip\"", "`targets.aws-a.alias_prefix`"),
+        ("region = \"us-east-1\"", "region = \"us-east-1\"\nproject_id = \"abc\"", "`targets.aws-a.project_id`"),
+        (
+            "region = \"cn-hangzhou\"",
+            "region = \"cn-hangzhou\"\nsigning_service = \"kms\"",
+            "`targets.ali-hz.signing_service`",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(text.contains(from), "{from}");
+        let e = problems(&text.replacen(from, to, 1), &[]);
+        assert!(e.contains(want), "{to}: {e}");
+        assert!(e.contains("fix:"), "{e}");
+    }
+    let e = problems(&text.replace("project_id =", "alias_prefix = \"drop\"\nproject_id ="), &[]);
+    assert!(e.contains("drop") && e.contains("targets.hw-cn4.alias_prefix"), "{e}");
 }

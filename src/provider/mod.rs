@@ -1,8 +1,11 @@
 //! The one interface the reconcile core knows. Each cloud's wire format, signing and error
 //! classification stay inside its own module.
 
+pub mod alibaba;
 pub mod aws;
 pub mod http;
+pub mod huawei;
+pub mod sign;
 
 use async_trait::async_trait;
 

@@ -90,7 +90,7 @@ pub fn verify(req: &SignableRequest<'_>, auth: &Authorization, secret: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::sign::tests::{pairs, Vector};
+    use crate::provider::sign::testutil::{pairs, Vector};
 
     /// Recomputes an ACS3 vector from its raw request: every step must match byte for byte, and so must the
     /// Authorization header the SDK sent.
@@ -104,7 +104,8 @@ mod tests {
         let auth = parse_authorization(sent).expect("vector Authorization parses");
         let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
         let query = pairs(&query);
-        let req = SignableRequest { method: &v.field("method"), path: &path, query: &query, headers: &headers, body: &body };
+        let req =
+            SignableRequest { method: &v.field("method"), path: &path, query: &query, headers: &headers, body: &body };
         let s = sign(&req, &signed, &v.field("access_key_id"), &v.field("secret"));
         assert_eq!(s.canonical_request, v.block("canonical_request"), "{file}: canonical request");
         assert_eq!(s.string_to_sign, v.block("string_to_sign"), "{file}: string to sign");
@@ -142,7 +143,10 @@ mod tests {
         let req = SignableRequest { method: "POST", path: "/", query: &query, headers: &headers, body: b"" };
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
         let s = sign(&req, &names, "YourAccessKeyId", "YourAccessKeySecret");
-        assert_eq!(s.string_to_sign, "ACS3-HMAC-SHA256\n7ea06492da5221eba5297e897ce16e55f964061054b7695beedaac1145b1e259");
+        assert_eq!(
+            s.string_to_sign,
+            "ACS3-HMAC-SHA256\n7ea06492da5221eba5297e897ce16e55f964061054b7695beedaac1145b1e259"
+        );
         assert_eq!(s.signature, "06563a9e1b43f5dfe96b81484da74bceab24a1d853912eee15083a6f0f3283c0");
         assert!(s.authorization.contains(
             ",SignedHeaders=host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version,"

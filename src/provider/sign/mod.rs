@@ -17,6 +17,8 @@
 pub mod acs3;
 pub mod rpc_v1;
 pub mod sdk_hmac;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::fmt;
 
@@ -183,65 +185,9 @@ fn parse_authorization(value: &str, algorithm: &str, key_field: &str) -> Option<
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
+    use super::testutil::pairs;
     use super::*;
-
-    /// One signing vector from `shared/reference/signing-vectors/`, parsed. Shared by the signer tests.
-    pub(crate) struct Vector {
-        pub name: String,
-        text: String,
-    }
-
-    impl Vector {
-        pub fn load(file: &str) -> Vector {
-            let path =
-                format!("{}{file}", concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/signing-vectors/"));
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            Vector { name: file.to_string(), text }
-        }
-
-        /// `key = value` from the `[inputs]` / `[signature]` sections.
-        pub fn field(&self, key: &str) -> String {
-            let v = self.text.lines().find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='));
-            v.unwrap_or_else(|| panic!("{}: no {key}", self.name)).trim().to_string()
-        }
-
-        /// The exact bytes between `-----BEGIN-----\n` and `\n-----END-----` of `[section]`.
-        pub fn block(&self, section: &str) -> String {
-            let after = self.text.split_once(&format!("[{section}]")).unwrap().1;
-            let body = after.split_once("-----BEGIN-----\n").unwrap().1;
-            body.split_once("\n-----END-----").unwrap().0.to_string()
-        }
-
-        /// The raw request: (request line, headers, body).
-        pub fn raw(&self) -> (String, Vec<(String, String)>, Vec<u8>) {
-            let raw = self.text.split_once("[raw request as received by the capture server]\n").unwrap().1;
-            let (head, body) = raw.split_once("\n\n").unwrap();
-            let mut lines = head.lines();
-            let request_line = lines.next().unwrap().to_string();
-            let headers = lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_string(), v.to_string()));
-            // The capture file ends the body with one newline of its own.
-            let body = body.strip_suffix('\n').unwrap_or(body);
-            let body_len: usize = self.field("body_len").parse().unwrap();
-            let body = if body_len == 0 { "" } else { body };
-            assert_eq!(body.len(), body_len, "{}: body", self.name);
-            assert_eq!(hex_sha256(body.as_bytes()), self.field("body_sha256"), "{}: body hash", self.name);
-            (request_line, headers.collect(), body.as_bytes().to_vec())
-        }
-
-        /// `request_target` split into the path and its decoded query pairs.
-        pub fn target(&self) -> (String, Vec<(String, String)>) {
-            let t = self.field("request_target");
-            match t.split_once('?') {
-                Some((p, q)) => (p.to_string(), parse_query(q)),
-                None => (t, Vec::new()),
-            }
-        }
-    }
-
-    pub(crate) fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
-        v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
-    }
 
     #[test]
     fn rfc3986_encoding() {
@@ -278,7 +224,8 @@ pub(crate) mod tests {
     fn headers_are_lowercased_sorted_trimmed() {
         let signed = normalize_signed_headers(&["X-B", "host", " x-a ", "host"]);
         assert_eq!(signed, ["host", "x-a", "x-b"]);
-        let (block, list) = canonical_headers(&[("Host", "h:1"), ("X-A", "  v  "), ("x-b", "1"), ("X-B", "2")], &signed);
+        let (block, list) =
+            canonical_headers(&[("Host", "h:1"), ("X-A", "  v  "), ("x-b", "1"), ("X-B", "2")], &signed);
         assert_eq!(block, "host:h:1\nx-a:v\nx-b:1,2\n");
         assert_eq!(list, "host;x-a;x-b");
     }
@@ -286,14 +233,19 @@ pub(crate) mod tests {
     #[test]
     fn authorization_parsing() {
         let a = parse_authorization("ALG Credential=AK,SignedHeaders=a;b,Signature=ff", "ALG", "Credential").unwrap();
-        assert_eq!((a.access_key_id.as_str(), a.signed_headers.clone(), a.signature.as_str()), ("AK", vec!["a".to_string(), "b".to_string()], "ff"));
+        assert_eq!(
+            (a.access_key_id.as_str(), a.signed_headers.clone(), a.signature.as_str()),
+            ("AK", vec!["a".to_string(), "b".to_string()], "ff")
+        );
         assert!(!format!("{a:?}").contains("ff\""), "{a:?}");
         let b = parse_authorization("ALG Access=AK, SignedHeaders=a;b, Signature=ff", "ALG", "Access").unwrap();
         assert_eq!(a, b);
         assert!(parse_authorization("OTHER Credential=AK,SignedHeaders=a,Signature=f", "ALG", "Credential").is_none());
         assert!(parse_authorization("ALG Credential=AK,SignedHeaders=a", "ALG", "Credential").is_none());
         assert!(parse_authorization("ALG Credential=,SignedHeaders=a,Signature=f", "ALG", "Credential").is_none());
-        assert!(parse_authorization("ALG Credential=AK,Bogus=1,SignedHeaders=a,Signature=f", "ALG", "Credential").is_none());
+        assert!(
+            parse_authorization("ALG Credential=AK,Bogus=1,SignedHeaders=a,Signature=f", "ALG", "Credential").is_none()
+        );
     }
 
     #[test]

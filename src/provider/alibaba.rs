@@ -1,0 +1,859 @@
+//! Alibaba Cloud KMS (API version 2016-01-20), RPC style, sent the way the new SDK
+//! (`alibabacloud_kms20160120`) sends it: `POST /?<params>` with every RPC parameter in the query, an empty
+//! body, the action and version in `x-acs-action` / `x-acs-version`, signed with `ACS3-HMAC-SHA256`
+//! ([`super::sign::acs3`]).
+//!
+//! Errors are classified once, here, in [`classify`]; the engine only sees [`ErrorClass`].
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
+use super::sign::{self, acs3, SignableRequest};
+use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
+use crate::secret::Credentials;
+
+const API_VERSION: &str = "2016-01-20";
+/// Alibaba-managed aliases (`alias/acs/<service>`): never listed, never touched.
+const RESERVED_PREFIX: &str = "alias/acs/";
+/// The documented ListAliases maximum.
+const LIST_PAGE_SIZE: u64 = 100;
+/// 100 aliases per page: far beyond the per-region alias quota, so more pages than this means the endpoint
+/// keeps claiming more than it returns.
+const MAX_LIST_PAGES: u64 = 10_000;
+/// Largest response body accepted (a full ListAliases page is a few tens of KiB).
+const MAX_BODY_BYTES: usize = 4 << 20;
+/// STS credentials travel in this (signed) header.
+const SECURITY_TOKEN_HEADER: &str = "x-acs-security-token";
+
+/// An Alibaba Cloud KMS endpoint in one region, with its credentials.
+#[derive(Debug)]
+pub struct AlibabaKms {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    /// The `host` header as sent and signed: host, plus `:port` when not the scheme's default.
+    host: String,
+    creds: Credentials,
+}
+
+/// A signed request, ready to send. No Debug: it carries the Authorization header (and an STS token).
+struct Prepared {
+    url: reqwest::Url,
+    /// Every header but Authorization, all of them signed.
+    headers: Vec<(&'static str, String)>,
+    authorization: String,
+    signature: String,
+}
+
+/// What DescribeKey tells about a key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    pub key_id: String,
+    /// `Enabled`, `Disabled`, `PendingDeletion`, `PendingImport`.
+    #[serde(default)]
+    pub key_state: Option<String>,
+}
+
+impl AlibabaKms {
+    /// `endpoint` defaults to `https://kms.{region}.aliyuncs.com`. Errors never echo the endpoint: a mistyped
+    /// one may carry userinfo.
+    pub fn new(
+        region: &str,
+        endpoint: Option<&str>,
+        creds: Credentials,
+        timeout: Duration,
+    ) -> Result<AlibabaKms, String> {
+        check_region(region)?;
+        let url = match endpoint {
+            Some(e) => parse_endpoint(e)?,
+            None => parse_endpoint(&format!("https://kms.{region}.aliyuncs.com"))?,
+        };
+        let host = host_header(&url);
+        Ok(AlibabaKms { client: phttp::try_client(timeout)?, url, host, creds })
+    }
+
+    /// Calls one action with its RPC parameters (decoded; the signer encodes them) and returns the response
+    /// body (`Value::Null` when empty).
+    pub async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Value, ProviderError> {
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let p = self.prepare(action, params, Utc::now(), &nonce);
+        let mut req = self.client.post(p.url.clone()).body(Vec::new());
+        for (name, value) in &p.headers {
+            req = req.header(*name, header_value(value, *name == SECURITY_TOKEN_HEADER)?);
+        }
+        req = req.header(AUTHORIZATION, header_value(&p.authorization, true)?);
+
+        let resp = req.send().await.map_err(phttp::transport_error)?;
+        let status = resp.status();
+        let body = phttp::read_body(resp, MAX_BODY_BYTES).await?;
+        tracing::debug!(action, status = status.as_u16(), "alibaba kms call");
+        if status.is_success() {
+            parse_success(&body)
+        } else {
+            let token = self.creds.session_token.as_ref().map_or("", |t| t.expose());
+            let secrets = [self.creds.secret_access_key.expose(), token, &p.authorization, &p.signature];
+            Err(parse_error(status.as_u16(), &body, &secrets))
+        }
+    }
+
+    /// Builds and signs the request for `action` at time `now` with `nonce`. Every header set is signed.
+    fn prepare(&self, action: &str, params: &[(&str, &str)], now: DateTime<Utc>, nonce: &str) -> Prepared {
+        let mut url = self.url.clone();
+        let query = sign::canonical_query(params);
+        url.set_query(Some(&query).filter(|q| !q.is_empty()).map(String::as_str));
+        let mut headers: Vec<(&'static str, String)> = vec![
+            ("accept", "application/json".into()),
+            ("host", self.host.clone()),
+            ("x-acs-action", action.into()),
+            ("x-acs-content-sha256", sign::hex_sha256(b"")),
+            ("x-acs-date", acs3::format_date(now)),
+            ("x-acs-signature-nonce", nonce.into()),
+            ("x-acs-version", API_VERSION.into()),
+        ];
+        if let Some(token) = &self.creds.session_token {
+            headers.push((SECURITY_TOKEN_HEADER, token.expose().into()));
+        }
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
+        let req = SignableRequest { method: "POST", path: url.path(), query: params, headers: &pairs, body: b"" };
+        let s = acs3::sign(&req, &names, &self.creds.access_key_id, self.creds.secret_access_key.expose());
+        Prepared { url, headers, authorization: s.authorization, signature: s.signature }
+    }
+
+    /// DescribeKey. `key_id` may be a key id, an alias name or an ARN.
+    pub async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata, ProviderError> {
+        let v = self.call("DescribeKey", &[("KeyId", key_id)]).await?;
+        let meta = v.get("KeyMetadata").cloned().ok_or_else(|| invalid_response("DescribeKey: no KeyMetadata"))?;
+        serde_json::from_value(meta).map_err(|e| invalid_response(format!("DescribeKey: {e}")))
+    }
+
+    /// One ListAliases page (1-based).
+    async fn list_page(&self, page_number: u64) -> Result<ListPage, ProviderError> {
+        let (page, size) = (page_number.to_string(), LIST_PAGE_SIZE.to_string());
+        let v = self.call("ListAliases", &[("PageNumber", &page), ("PageSize", &size)]).await?;
+        serde_json::from_value(v).map_err(|e| invalid_response(format!("ListAliases: {e}")))
+    }
+}
+
+#[async_trait]
+impl KmsAliases for AlibabaKms {
+    /// Walks ListAliases pages until as many distinct aliases as `TotalCount` have been seen (or a page comes
+    /// back empty). Offset paging: an alias created or deleted during the walk can shift entries across pages;
+    /// the next drift scan sees what this one missed.
+    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for page_number in 1..=MAX_LIST_PAGES {
+            let page = self.list_page(page_number).await?;
+            if let Some(n) = page.page_number.filter(|&n| n != page_number) {
+                return Err(invalid_response(format!("ListAliases: asked for page {page_number}, got page {n}")));
+            }
+            let total = page.total_count.ok_or_else(|| invalid_response("ListAliases: no TotalCount"))?;
+            let entries = page.aliases.map(|a| a.alias).unwrap_or_default();
+            if entries.is_empty() {
+                return Ok(out);
+            }
+            let mut fresh = 0;
+            for a in entries {
+                if seen.insert(a.alias_name.clone()) {
+                    fresh += 1;
+                    if wanted(&a.alias_name, prefixes) {
+                        out.push(LiveAlias { name: a.alias_name, key_id: a.key_id });
+                    }
+                }
+            }
+            if seen.len() as u64 >= total {
+                return Ok(out);
+            }
+            if fresh == 0 {
+                // The endpoint ignores PageNumber: more pages would only repeat this one.
+                return Err(invalid_response(format!(
+                    "ListAliases: page {page_number} repeats earlier entries ({} of TotalCount {total} seen)",
+                    seen.len()
+                )));
+            }
+        }
+        Err(invalid_response(format!("ListAliases: TotalCount not reached after {MAX_LIST_PAGES} pages")))
+    }
+
+    /// Alibaba has no "get alias". DescribeKey documents `KeyId` as "key ID, alias or ARN" and
+    /// `Forbidden.AliasNotFound` among its errors (reference §3.2), so one DescribeKey with the alias name
+    /// resolves it: one call instead of paging through ListAliases.
+    async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        refuse_reserved(alias)?;
+        match self.describe_key(alias).await {
+            Ok(meta) => Ok(Some(meta.key_id)),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        refuse_reserved(alias)?;
+        self.call("CreateAlias", &[("AliasName", alias), ("KeyId", key_id)]).await.map(drop)
+    }
+
+    async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
+        refuse_reserved(alias)?;
+        self.call("UpdateAlias", &[("AliasName", alias), ("KeyId", key_id)]).await.map(drop)
+    }
+
+    /// Alibaba deletes by name alone; `current_key` is not needed.
+    async fn delete_alias(&self, alias: &str, _current_key: Option<&str>) -> Result<(), ProviderError> {
+        refuse_reserved(alias)?;
+        self.call("DeleteAlias", &[("AliasName", alias)]).await.map(drop)
+    }
+
+    /// A desired key may be given as an ARN (`acs:kms:REGION:ACCOUNT:key/ID`); listings return bare ids.
+    fn key_matches(&self, desired: &str, live: &str) -> bool {
+        !desired.is_empty() && bare_key_id(desired) == bare_key_id(live)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+fn parse_success(body: &[u8]) -> Result<Value, ProviderError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| invalid_response(format!("response is not JSON: {e}")))
+}
+
+/// Turns an error response (`{"RequestId","HostId","Code","Message","Recommend"}`, older `HttpStatus` form,
+/// XML, or a proxy's text) into a ProviderError. `secrets` are scrubbed from code and message.
+fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
+    let (code, message, request_id) = parse_error_body(body);
+    let code = code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+    let (class, label) = classify(code.as_deref(), status);
+    let code = match code {
+        Some(c) => truncate(&redact(&c, secrets), MAX_CODE_CHARS),
+        None => format!("HTTP{status}"),
+    };
+    let mut message = message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| format!("HTTP {status}"));
+    if let Some(id) = request_id.filter(|id| !id.is_empty()) {
+        message.push_str(&format!(" (RequestId {id})"));
+    }
+    ProviderError::new(class, code, label, truncate(&redact(&message, secrets), MAX_MESSAGE_CHARS))
+}
+
+/// (code, message, request id) from an error body in any of the shapes seen.
+fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>, Option<String>) {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return (None, None, None);
+    }
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        let field = |names: &[&str]| names.iter().find_map(|n| v.get(n)?.as_str().map(str::to_string));
+        return (field(&["Code", "code"]), field(&["Message", "message"]), field(&["RequestId", "requestId"]));
+    }
+    if text.starts_with('<') {
+        return (xml_element(text, "Code"), xml_element(text, "Message"), xml_element(text, "RequestId"));
+    }
+    // A proxy's or load balancer's page: keep its text (collapsed) as the message.
+    (None, Some(text.split_whitespace().collect::<Vec<_>>().join(" ")), None)
+}
+
+/// The text of the first `<name>…</name>` element, entity-decoded. Enough for the flat error XML.
+fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    let raw = xml[start..end].trim();
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// The one place an Alibaba error becomes an [`ErrorClass`] and a bounded metric label: each known code has
+/// its own snake_case label (open families such as `Throttling*` share one); unknown codes are `other`, or
+/// decided by the HTTP status when there is no code at all. A known code wins over the status.
+fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+    use ErrorClass::*;
+    let known = match code.unwrap_or("") {
+        // 429, "QPS Limit Exceeded" (performance-data page); retryable with backoff.
+        "Rejected.Throttling" => Some((Throttled, "rejected_throttling")),
+        // Throttling, Throttling.User, Throttling.Api, … (400 on the UpdateAlias page).
+        c if c.starts_with("Throttling") => Some((Throttled, "throttling")),
+        "InternalFailure" => Some((Transient, "internal_failure")),
+        // ServiceUnavailableTemporary (503), and the older misspelling SerivceUnavailableTemporary.
+        c if c.starts_with("ServiceUnavailable") || c.starts_with("SerivceUnavailable") => {
+            Some((Transient, "service_unavailable"))
+        }
+        "AliasAlreadyExists" => Some((AlreadyExists, "alias_already_exists")),
+        // Not seen for alias operations (reference §3.6: unconfirmed); the name leaves no other reading.
+        "Rejected.AlreadyExists" => Some((AlreadyExists, "rejected_already_exists")),
+        "Forbidden.AliasNotFound" => Some((NotFound, "forbidden_alias_not_found")),
+        "Forbidden.KeyNotFound" => Some((NotFound, "forbidden_key_not_found")),
+        "Forbidden.ResourceNotFound" => Some((NotFound, "forbidden_resource_not_found")),
+        // 409 state refusals: CreateAlias on a PendingDeletion key answers Rejected.StateModifiedFailed.
+        "Rejected.Disabled" => Some((InvalidState, "rejected_disabled")),
+        "Rejected.Enabled" => Some((InvalidState, "rejected_enabled")),
+        "Rejected.PendingDeletion" => Some((InvalidState, "rejected_pending_deletion")),
+        "Rejected.PendingImport" => Some((InvalidState, "rejected_pending_import")),
+        "Rejected.StateModifiedFailed" => Some((InvalidState, "rejected_state_modified_failed")),
+        "InvalidParameter" => Some((Permanent, "invalid_parameter")),
+        "MissingParameter" => Some((Permanent, "missing_parameter")),
+        "Forbidden.NoPermission" => Some((Permanent, "forbidden_no_permission")),
+        "InvalidAccessKeyId.NotFound" => Some((Permanent, "invalid_access_key_id_not_found")),
+        "IncompleteSignature" => Some((Permanent, "incomplete_signature")),
+        "SignatureDoesNotMatch" => Some((Permanent, "signature_does_not_match")),
+        "IllegalTimestamp" => Some((Permanent, "illegal_timestamp")),
+        // A resource quota (e.g. aliases per region), not a rate: do not retry.
+        "Rejected.LimitExceeded" => Some((Permanent, "rejected_limit_exceeded")),
+        _ => None,
+    };
+    known.unwrap_or(match status {
+        429 => (Throttled, "throttling"),
+        500..=599 => (Transient, "http_5xx"),
+        400..=499 if code.is_none() => (Permanent, "http_4xx"),
+        _ => (Permanent, "other"),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListPage {
+    #[serde(default, deserialize_with = "lenient_u64")]
+    total_count: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    page_number: Option<u64>,
+    /// `Aliases.Alias[]`: the XML-style wrapper survives in JSON.
+    aliases: Option<AliasList>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasList {
+    #[serde(default)]
+    alias: Vec<AliasEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasEntry {
+    alias_name: String,
+    #[serde(default)]
+    key_id: Option<String>,
+}
+
+/// A count as a JSON number or a numeric string.
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// Whether a listed alias belongs to us: never an Alibaba-managed one, and under one of `prefixes`.
+fn wanted(name: &str, prefixes: &[String]) -> bool {
+    !name.starts_with(RESERVED_PREFIX) && prefixes.iter().any(|p| name.starts_with(p.as_str()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identifiers and configuration
+
+/// `acs:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
+fn bare_key_id(id: &str) -> &str {
+    if !id.starts_with("acs:") {
+        return id;
+    }
+    id.splitn(5, ':').nth(4).and_then(|r| r.strip_prefix("key/")).unwrap_or(id)
+}
+
+fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
+    if alias.starts_with(RESERVED_PREFIX) {
+        return Err(ProviderError::new(
+            ErrorClass::Permanent,
+            "ReservedAlias",
+            "validation",
+            format!("{RESERVED_PREFIX} aliases are managed by Alibaba Cloud and never touched"),
+        ));
+    }
+    Ok(())
+}
+
+/// A header value; `sensitive` ones are hidden from reqwest's Debug. Never echoes the value.
+fn header_value(v: &str, sensitive: bool) -> Result<HeaderValue, ProviderError> {
+    let mut hv = HeaderValue::from_str(v).map_err(|_| {
+        ProviderError::new(
+            ErrorClass::Permanent,
+            "InvalidCredentials",
+            "auth",
+            "credential is not a valid header value",
+        )
+    })?;
+    hv.set_sensitive(sensitive);
+    Ok(hv)
+}
+
+/// The region is part of the default host name.
+fn check_region(region: &str) -> Result<(), String> {
+    if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("region {region:?} must be non-empty letters, digits or '-'"));
+    }
+    Ok(())
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("endpoint must be an http:// or https:// URL with a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("endpoint must not contain credentials; use the credentials setting".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("endpoint must not have a query or fragment".into());
+    }
+    Ok(url)
+}
+
+/// `host[:port]` exactly as the HTTP client sends it (the URL drops a default port).
+fn host_header(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::sign::testutil::{pairs, serve, RawRequest, Reply};
+    use crate::secret::Secret;
+    use serde_json::json;
+
+    const AK: &str = "LTAI5tFakeAccessKeyId01";
+    const SK: &str = "FakeAccessKeySecret0123456789abcd";
+
+    fn creds(token: Option<&str>) -> Credentials {
+        Credentials {
+            access_key_id: AK.into(),
+            secret_access_key: Secret::new(SK),
+            session_token: token.map(Secret::new),
+        }
+    }
+
+    fn kms(endpoint: &str) -> AlibabaKms {
+        AlibabaKms::new("cn-hangzhou", Some(endpoint), creds(None), Duration::from_secs(5)).unwrap()
+    }
+
+    /// Recomputes the ACS3 signature of a received request with our own signer, as Alibaba would.
+    fn signature_ok(r: &RawRequest) -> bool {
+        let Some(auth) = r.header("authorization").and_then(acs3::parse_authorization) else {
+            return false;
+        };
+        let (headers, query) = (pairs(&r.headers), pairs(&r.query));
+        let req = SignableRequest { method: &r.method, path: &r.path, query: &query, headers: &headers, body: &r.body };
+        auth.access_key_id == AK && acs3::verify(&req, &auth, SK)
+    }
+
+    /// Answers like Alibaba: a bad signature is SignatureDoesNotMatch, otherwise `reply`.
+    async fn alibaba(
+        reply: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static,
+    ) -> (String, crate::provider::sign::testutil::Log) {
+        serve(move |r| {
+            if !signature_ok(r) {
+                let body = json!({"RequestId": "R", "Code": "SignatureDoesNotMatch", "Message": "bad signature"});
+                return (400, body.to_string());
+            }
+            reply(r)
+        })
+        .await
+    }
+
+    // ----- error parsing and classification -----
+
+    fn err(status: u16, body: &str) -> ProviderError {
+        parse_error(status, body.as_bytes(), &[])
+    }
+
+    #[test]
+    fn classification_table() {
+        use ErrorClass::*;
+        let cases: &[(&str, u16, ErrorClass, &str)] = &[
+            ("Rejected.Throttling", 429, Throttled, "rejected_throttling"),
+            ("Throttling", 400, Throttled, "throttling"),
+            ("Throttling.User", 400, Throttled, "throttling"),
+            ("Throttling.Api", 503, Throttled, "throttling"),
+            ("InternalFailure", 500, Transient, "internal_failure"),
+            ("ServiceUnavailable", 503, Transient, "service_unavailable"),
+            ("ServiceUnavailableTemporary", 503, Transient, "service_unavailable"),
+            ("SerivceUnavailableTemporary", 503, Transient, "service_unavailable"),
+            ("AliasAlreadyExists", 400, AlreadyExists, "alias_already_exists"),
+            ("Rejected.AlreadyExists", 409, AlreadyExists, "rejected_already_exists"),
+            ("Forbidden.AliasNotFound", 404, NotFound, "forbidden_alias_not_found"),
+            ("Forbidden.KeyNotFound", 404, NotFound, "forbidden_key_not_found"),
+            ("Forbidden.ResourceNotFound", 404, NotFound, "forbidden_resource_not_found"),
+            ("Rejected.Disabled", 409, InvalidState, "rejected_disabled"),
+            ("Rejected.Enabled", 409, InvalidState, "rejected_enabled"),
+            ("Rejected.PendingDeletion", 409, InvalidState, "rejected_pending_deletion"),
+            ("Rejected.PendingImport", 409, InvalidState, "rejected_pending_import"),
+            ("Rejected.StateModifiedFailed", 409, InvalidState, "rejected_state_modified_failed"),
+            ("InvalidParameter", 400, Permanent, "invalid_parameter"),
+            ("MissingParameter", 400, Permanent, "missing_parameter"),
+            ("Forbidden.NoPermission", 403, Permanent, "forbidden_no_permission"),
+            ("InvalidAccessKeyId.NotFound", 404, Permanent, "invalid_access_key_id_not_found"),
+            ("IncompleteSignature", 400, Permanent, "incomplete_signature"),
+            ("SignatureDoesNotMatch", 400, Permanent, "signature_does_not_match"),
+            ("IllegalTimestamp", 400, Permanent, "illegal_timestamp"),
+            ("Rejected.LimitExceeded", 400, Permanent, "rejected_limit_exceeded"),
+            // Unknown codes: the status decides the class, the label stays bounded.
+            ("SomethingNew", 400, Permanent, "other"),
+            ("SomethingNew", 404, Permanent, "other"),
+            ("SomethingNew", 500, Transient, "http_5xx"),
+            ("SomethingNew", 429, Throttled, "throttling"),
+            // A known permanent code wins over a 5xx status.
+            ("Forbidden.NoPermission", 503, Permanent, "forbidden_no_permission"),
+        ];
+        for &(code, status, class, label) in cases {
+            assert_eq!(classify(Some(code), status), (class, label), "{code} {status}");
+        }
+        assert_eq!(classify(None, 429), (Throttled, "throttling"));
+        assert_eq!(classify(None, 502), (Transient, "http_5xx"));
+        assert_eq!(classify(None, 403), (Permanent, "http_4xx"));
+        assert_eq!(classify(None, 302), (Permanent, "other"));
+    }
+
+    #[test]
+    fn error_json_shapes() {
+        let body = r#"{"RequestId":"4C46-AC04","HostId":"kms.cn-hangzhou.aliyuncs.com","Code":"Forbidden.AliasNotFound",
+            "Message":"The specified alias is not found.","Recommend":"https://api.aliyun.com/troubleshoot?q=x"}"#;
+        let e = err(404, body);
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::NotFound, "Forbidden.AliasNotFound", "forbidden_alias_not_found")
+        );
+        assert_eq!(e.message, "The specified alias is not found. (RequestId 4C46-AC04)");
+        // The older documented shape, with HttpStatus.
+        let e = err(400, r#"{"HttpStatus":400,"Code":"IllegalTimestamp","Message":"bad ts","RequestId":"e85d"}"#);
+        assert_eq!(
+            (e.class, e.code.as_str(), e.message.as_str()),
+            (ErrorClass::Permanent, "IllegalTimestamp", "bad ts (RequestId e85d)")
+        );
+        let e = err(429, r#"{"Code":"Rejected.Throttling","Message":"QPS Limit Exceeded"}"#);
+        assert_eq!((e.class, e.message.as_str()), (ErrorClass::Throttled, "QPS Limit Exceeded"));
+    }
+
+    #[test]
+    fn error_xml_text_and_empty_bodies() {
+        let xml =
+            "<KMS><HttpStatus>400</HttpStatus><Code>AliasAlreadyExists</Code><Message>exists &amp; so on</Message>\
+                   <RequestId>3b23</RequestId></KMS>";
+        let e = err(400, xml);
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::AlreadyExists, "AliasAlreadyExists"));
+        assert_eq!(e.message, "exists & so on (RequestId 3b23)");
+        let e = err(502, "<html>\n<body>502 Bad   Gateway</body></html>");
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Transient, "HTTP502", "http_5xx"));
+        let e = err(503, "upstream connect error");
+        assert_eq!((e.class, e.message.as_str()), (ErrorClass::Transient, "upstream connect error"));
+        let e = err(500, "");
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("HTTP500", "HTTP 500"));
+        let e = err(400, r#"{"Code":"  ","Message":""}"#);
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label, e.message.as_str()),
+            (ErrorClass::Permanent, "HTTP400", "http_4xx", "HTTP 400")
+        );
+    }
+
+    #[test]
+    fn error_code_truncated_and_secrets_scrubbed() {
+        let e = err(400, &json!({"Code": "X".repeat(300)}).to_string());
+        assert_eq!((e.code.chars().count(), e.label), (MAX_CODE_CHARS + 1, "other"));
+        let body = json!({"Code": "SignatureDoesNotMatch", "Message": format!("server string to sign is: ... key {SK} tok STSTOKEN")});
+        let e = parse_error(400, body.to_string().as_bytes(), &[SK, "STSTOKEN", ""]);
+        assert!(!e.message.contains(SK) && !e.message.contains("STSTOKEN"), "{}", e.message);
+        assert_eq!(e.label, "signature_does_not_match");
+    }
+
+    #[test]
+    fn success_bodies() {
+        assert_eq!(parse_success(b"").unwrap(), Value::Null);
+        assert_eq!(parse_success(br#"{"RequestId":"x"}"#).unwrap(), json!({"RequestId": "x"}));
+        assert_eq!(parse_success(b"<xml/>").unwrap_err().label, "invalid_response");
+    }
+
+    // ----- identifiers, construction, request shape -----
+
+    #[test]
+    fn key_matches_arn_and_bare_id() {
+        let k = kms("http://127.0.0.1:1");
+        let id = "key-hzz62f1cb66fa42qo3ht4";
+        assert!(k.key_matches(id, id));
+        assert!(k.key_matches(&format!("acs:kms:cn-hangzhou:1234567890:key/{id}"), id));
+        assert!(!k.key_matches("acs:kms:cn-hangzhou:1234567890:alias/x", "x"));
+        assert!(!k.key_matches(id, "key-other"));
+        assert!(!k.key_matches("", ""));
+    }
+
+    #[test]
+    fn constructor_validates_and_never_leaks() {
+        let k = AlibabaKms::new("cn-shanghai", None, creds(None), Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (k.url.as_str(), k.host.as_str()),
+            ("https://kms.cn-shanghai.aliyuncs.com/", "kms.cn-shanghai.aliyuncs.com")
+        );
+        assert_eq!(kms("http://127.0.0.1:5058").host, "127.0.0.1:5058");
+        assert_eq!(kms("https://kms.example:443").host, "kms.example");
+        assert!(AlibabaKms::new("", None, creds(None), Duration::from_secs(1)).is_err());
+        assert!(AlibabaKms::new("cn.hz/x", None, creds(None), Duration::from_secs(1)).is_err());
+        assert!(AlibabaKms::new("cn-hangzhou", Some("127.0.0.1:5058"), creds(None), Duration::from_secs(1)).is_err());
+        let e =
+            AlibabaKms::new("cn-hangzhou", Some("https://u:pw9@x"), creds(None), Duration::from_secs(1)).unwrap_err();
+        assert!(!e.contains("pw9"), "{e}");
+        assert!(AlibabaKms::new("cn-hangzhou", None, creds(None), Duration::ZERO).is_err());
+        let dbg = format!(
+            "{:?}",
+            AlibabaKms::new("cn-hangzhou", None, creds(Some("STSTOK")), Duration::from_secs(1)).unwrap()
+        );
+        assert!(!dbg.contains(SK) && !dbg.contains("STSTOK"), "{dbg}");
+    }
+
+    /// The request the SDK would send: same headers, same canonical query, and a signature that the ACS3
+    /// verifier (and the vector-tested signer) accepts.
+    #[test]
+    fn prepared_request_is_the_sdk_shape() {
+        let k = kms("http://127.0.0.1:5058");
+        let now = DateTime::parse_from_rfc3339("2026-11-23T04:13:41Z").unwrap().with_timezone(&Utc);
+        let params = [("KeyId", "key-hzz62f1cb66fa42qo3ht4"), ("AliasName", "alias/app/one")];
+        let p = k.prepare("CreateAlias", &params, now, "0e859597913bdaba31b4c5eca3f5a577");
+        assert_eq!(
+            p.url.as_str(),
+            "http://127.0.0.1:5058/?AliasName=alias%2Fapp%2Fone&KeyId=key-hzz62f1cb66fa42qo3ht4"
+        );
+        let h = |n: &str| p.headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(h("host"), Some("127.0.0.1:5058"));
+        assert_eq!(h("x-acs-action"), Some("CreateAlias"));
+        assert_eq!(h("x-acs-version"), Some("2016-01-20"));
+        assert_eq!(h("x-acs-date"), Some("2026-11-23T04:13:41Z"));
+        assert_eq!(h("x-acs-content-sha256"), Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+        assert_eq!(h("accept"), Some("application/json"));
+        assert!(p.authorization.starts_with(&format!(
+            "ACS3-HMAC-SHA256 Credential={AK},SignedHeaders=accept;host;x-acs-action;x-acs-content-sha256;x-acs-date;\
+             x-acs-signature-nonce;x-acs-version,Signature="
+        )));
+        let auth = acs3::parse_authorization(&p.authorization).unwrap();
+        let headers: Vec<(&str, &str)> = p.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let req = SignableRequest { method: "POST", path: "/", query: &params, headers: &headers, body: b"" };
+        assert!(acs3::verify(&req, &auth, SK));
+
+        // STS: the token is a signed header.
+        let k =
+            AlibabaKms::new("cn-hangzhou", Some("http://h"), creds(Some("STSTOK")), Duration::from_secs(1)).unwrap();
+        let p = k.prepare("ListAliases", &[], now, "n");
+        assert_eq!(p.url.as_str(), "http://h/");
+        assert!(p.headers.contains(&(SECURITY_TOKEN_HEADER, "STSTOK".into())));
+        assert!(
+            p.authorization.contains(";x-acs-date;x-acs-security-token;x-acs-signature-nonce;"),
+            "{}",
+            p.authorization
+        );
+        assert!(!p.authorization.contains("STSTOK"));
+    }
+
+    // ----- against a tiny in-process HTTP server -----
+
+    fn list_reply(total: usize, page: usize, size: usize, names: impl Fn(usize) -> String) -> Reply {
+        let start = (page - 1) * size;
+        let aliases: Vec<Value> = (start..total.min(start + size))
+            .map(|i| {
+                let n = names(i);
+                json!({"KeyId": format!("key-{i:04}"), "AliasName": n, "AliasArn": format!("acs:kms:cn-hangzhou:1:{n}")})
+            })
+            .collect();
+        let body = json!({"TotalCount": total, "PageNumber": page, "PageSize": size, "RequestId": "R", "Aliases": {"Alias": aliases}});
+        (200, body.to_string())
+    }
+
+    #[tokio::test]
+    async fn list_walks_every_page_by_total_count_and_signs() {
+        // 250 aliases: app/ ones, someone else's, and Alibaba-managed ones.
+        let name = |i: usize| match i % 5 {
+            0 => format!("alias/acs/svc{i}"),
+            1 => format!("alias/other/{i}"),
+            _ => format!("alias/app/{i}"),
+        };
+        let (url, log) = alibaba(move |r| {
+            let page: usize = r.param("PageNumber").unwrap().parse().unwrap();
+            list_reply(250, page, 100, name)
+        })
+        .await;
+        let prefixes = ["alias/app/".to_string(), "alias/acs/".to_string()];
+        let got = kms(&url).list_aliases(&prefixes).await.unwrap();
+        let want: Vec<LiveAlias> = (0..250)
+            .filter(|i| i % 5 >= 2)
+            .map(|i| LiveAlias { name: format!("alias/app/{i}"), key_id: Some(format!("key-{i:04}")) })
+            .collect();
+        assert_eq!(got, want);
+
+        let log = log.lock().unwrap();
+        let pages: Vec<&str> = log.iter().map(|r| r.param("PageNumber").unwrap()).collect();
+        assert_eq!(pages, ["1", "2", "3"], "every page, and no more");
+        for r in log.iter() {
+            assert!(signature_ok(r), "signature recomputed from the received request");
+            assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/"));
+            assert_eq!(r.param("PageSize"), Some("100"));
+            assert_eq!(r.header("x-acs-action"), Some("ListAliases"));
+            assert_eq!(r.header("x-acs-version"), Some("2016-01-20"));
+            assert_eq!(r.header("x-acs-signature-nonce").map(str::len), Some(32));
+            assert!(r.body.is_empty());
+            assert!(r.header("authorization").unwrap().starts_with(&format!("ACS3-HMAC-SHA256 Credential={AK},")));
+        }
+        let nonces: HashSet<&str> = log.iter().map(|r| r.header("x-acs-signature-nonce").unwrap()).collect();
+        assert_eq!(nonces.len(), 3, "a fresh nonce per request");
+    }
+
+    #[tokio::test]
+    async fn list_stops_on_exact_total_and_on_empty_pages() {
+        let (url, log) = alibaba(|r| {
+            list_reply(200, r.param("PageNumber").unwrap().parse().unwrap(), 100, |i| format!("alias/app/{i}"))
+        })
+        .await;
+        assert_eq!(kms(&url).list_aliases(&["alias/app/".into()]).await.unwrap().len(), 200);
+        assert_eq!(log.lock().unwrap().len(), 2, "TotalCount reached: no third request");
+
+        // TotalCount claims more than the pages hold (entries deleted mid-walk): an empty page ends the walk.
+        let (url, log) = alibaba(|r| {
+            let page: usize = r.param("PageNumber").unwrap().parse().unwrap();
+            let (status, body) = list_reply(150, page, 100, |i| format!("alias/app/{i}"));
+            let mut v: Value = serde_json::from_str(&body).unwrap();
+            v["TotalCount"] = json!(400);
+            (status, v.to_string())
+        })
+        .await;
+        assert_eq!(kms(&url).list_aliases(&["alias/".into()]).await.unwrap().len(), 150);
+        assert_eq!(log.lock().unwrap().len(), 3);
+
+        let (url, _) = alibaba(|_| (200, r#"{"TotalCount":0,"Aliases":{"Alias":[]},"RequestId":"R"}"#.into())).await;
+        assert!(kms(&url).list_aliases(&["alias/".into()]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn list_refuses_endless_or_broken_paging() {
+        // An endpoint that ignores PageNumber and always answers page 1 of a huge listing.
+        let (url, log) = alibaba(|_| {
+            let (s, body) = list_reply(100, 1, 100, |i| format!("alias/app/{i}"));
+            let mut v: Value = serde_json::from_str(&body).unwrap();
+            v["TotalCount"] = json!(1_000_000);
+            v.as_object_mut().unwrap().remove("PageNumber");
+            (s, v.to_string())
+        })
+        .await;
+        let e = kms(&url).list_aliases(&["alias/".into()]).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Transient, "InvalidResponse"));
+        assert!(e.message.contains("repeats"), "{e}");
+        assert_eq!(log.lock().unwrap().len(), 2, "stops at the first repeated page");
+
+        // Echoing another page number than asked.
+        let (url, _) = alibaba(|_| list_reply(300, 1, 100, |i| format!("alias/app/{i}"))).await;
+        let e = kms(&url).list_aliases(&["alias/".into()]).await.unwrap_err();
+        assert!(e.message.contains("asked for page 2, got page 1"), "{e}");
+
+        let (url, _) =
+            alibaba(|_| (200, r#"{"Aliases":{"Alias":[{"AliasName":"alias/app/a","KeyId":"k"}]}}"#.into())).await;
+        let e = kms(&url).list_aliases(&["alias/".into()]).await.unwrap_err();
+        assert!(e.message.contains("no TotalCount"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn get_alias_describes_key_by_alias_name() {
+        let (url, log) = alibaba(|r| match r.param("KeyId") {
+            Some("alias/app/one") => {
+                (200, json!({"RequestId": "R", "KeyMetadata": {"KeyId": "key-one", "KeyState": "Enabled", "Arn": "acs:kms:x"}}).to_string())
+            }
+            _ => (404, json!({"RequestId": "R", "Code": "Forbidden.AliasNotFound", "Message": "not found"}).to_string()),
+        })
+        .await;
+        let k = kms(&url);
+        assert_eq!(k.get_alias("alias/app/one").await.unwrap().as_deref(), Some("key-one"));
+        assert_eq!(k.get_alias("alias/app/none").await.unwrap(), None);
+        let e = k.get_alias("alias/acs/ecs").await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "ReservedAlias"));
+        let meta = k.describe_key("alias/app/one").await.unwrap();
+        assert_eq!(meta, KeyMetadata { key_id: "key-one".into(), key_state: Some("Enabled".into()) });
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 3, "the reserved alias is never sent");
+        assert!(log.iter().all(|r| r.header("x-acs-action") == Some("DescribeKey") && signature_ok(r)));
+    }
+
+    #[tokio::test]
+    async fn mutators_send_rpc_params_and_classify_errors() {
+        let (url, log) = alibaba(|r| match (r.header("x-acs-action").unwrap(), r.param("AliasName")) {
+            ("CreateAlias", Some("alias/app/taken")) => {
+                (400, json!({"RequestId": "R", "Code": "AliasAlreadyExists", "Message": "exists"}).to_string())
+            }
+            (_, Some("alias/app/slow")) => (
+                429,
+                json!({"RequestId": "R", "Code": "Rejected.Throttling", "Message": "QPS Limit Exceeded"}).to_string(),
+            ),
+            _ => (200, json!({"RequestId": "R"}).to_string()),
+        })
+        .await;
+        let k = kms(&url);
+        k.create_alias("alias/app/one", "key-1").await.unwrap();
+        k.update_alias("alias/app/one", "key-2").await.unwrap();
+        k.delete_alias("alias/app/one", None).await.unwrap();
+        let e = k.create_alias("alias/app/taken", "key-1").await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str()), (ErrorClass::AlreadyExists, "AliasAlreadyExists"));
+        let e = k.update_alias("alias/app/slow", "key-1").await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::Throttled, "rejected_throttling"));
+        assert_eq!(k.delete_alias("alias/acs/x", None).await.unwrap_err().code, "ReservedAlias");
+
+        let log = log.lock().unwrap();
+        let sent: Vec<(String, Vec<(String, String)>)> =
+            log.iter().map(|r| (r.header("x-acs-action").unwrap().to_string(), r.query.clone())).collect();
+        let q = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        assert_eq!(sent[0], ("CreateAlias".into(), q(&[("AliasName", "alias/app/one"), ("KeyId", "key-1")])));
+        assert_eq!(sent[1], ("UpdateAlias".into(), q(&[("AliasName", "alias/app/one"), ("KeyId", "key-2")])));
+        assert_eq!(sent[2], ("DeleteAlias".into(), q(&[("AliasName", "alias/app/one")])));
+        assert_eq!(log.len(), 5);
+        assert!(log.iter().all(signature_ok));
+    }
+
+    /// The verifying test server is not a rubber stamp: a wrong secret fails the recomputed signature.
+    #[tokio::test]
+    async fn wrong_secret_fails_the_servers_signature_check() {
+        let (url, _) = alibaba(|_| (200, json!({"RequestId": "R"}).to_string())).await;
+        let bad = Credentials { secret_access_key: Secret::new("not-the-secret"), ..creds(None) };
+        let k = AlibabaKms::new("cn-hangzhou", Some(&url), bad, Duration::from_secs(5)).unwrap();
+        let e = k.delete_alias("alias/app/x", None).await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "signature_does_not_match"));
+        kms(&url).delete_alias("alias/app/x", None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn session_token_is_sent_signed_and_scrubbed_from_errors() {
+        let (url, log) = serve(|_| {
+            let msg = format!("echo: x-acs-security-token:STSTOK secret {SK}");
+            (400, json!({"Code": "IncompleteSignature", "Message": msg, "RequestId": "R"}).to_string())
+        })
+        .await;
+        let k = AlibabaKms::new("cn-hangzhou", Some(&url), creds(Some("STSTOK")), Duration::from_secs(5)).unwrap();
+        let e = k.call("ListAliases", &[]).await.unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("STSTOK") && !shown.contains(SK), "{shown}");
+        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "incomplete_signature"));
+        let log = log.lock().unwrap();
+        assert_eq!(log[0].header(SECURITY_TOKEN_HEADER), Some("STSTOK"));
+        assert!(log[0].header("authorization").unwrap().contains("x-acs-security-token"));
+        assert!(signature_ok(&log[0]));
+    }
+}
