@@ -118,6 +118,7 @@ concurrency = 64
                 provider: Arc::new(Governed::new(Arc::new(f.clone()), name, "null", 1e9, 1e9)),
                 concurrency: 64,
                 mode: Default::default(),
+                prune: false,
             }
         })
         .collect();

@@ -63,6 +63,7 @@ pub fn build_targets(cfg: &Config) -> Result<Vec<TargetSpec>, RunError> {
             provider: Arc::new(Governed::new(raw, name, t.provider.as_str(), t.write_rate(), t.read_rate())),
             concurrency: t.concurrency,
             mode: t.mode,
+            prune: t.prune,
         });
     }
     Ok(specs)
@@ -94,6 +95,7 @@ pub async fn run_with(
             backoff_max: Duration::from_millis(cfg.reconcile.backoff_max_ms),
             consistency_retries: cfg.reconcile.consistency_retries,
             managed_prefixes: cfg.ownership.managed_prefixes.clone(),
+            scan_interval: Duration::from_secs(cfg.drift.scan_interval_seconds),
         },
         Arc::new(sink),
     );

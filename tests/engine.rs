@@ -120,6 +120,7 @@ fn rig(prefix: &str, n: usize, rate: f64, modes: &[Mode]) -> Rig {
             provider: Arc::new(Governed::new(Arc::new(f.clone()), &format!("{prefix}{i}"), "fake", rate, 1000.0)),
             concurrency: 4,
             mode: modes.get(i).copied().unwrap_or_default(),
+            prune: false,
         })
         .collect();
     let sink = Sink::default();
@@ -131,6 +132,7 @@ fn rig(prefix: &str, n: usize, rate: f64, modes: &[Mode]) -> Rig {
             backoff_max: Duration::from_secs(2),
             consistency_retries: 2,
             managed_prefixes: vec!["alias/app/".into()],
+            scan_interval: Duration::from_secs(3600),
         },
         Arc::new(sink.clone()),
     );

@@ -47,6 +47,8 @@ pub struct TargetSpec {
     pub provider: Arc<dyn KmsAliases>,
     pub concurrency: usize,
     pub mode: Mode,
+    /// Delete orphans (managed-prefix aliases with no desired state) found by drift scans.
+    pub prune: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct EngineConfig {
     pub backoff_max: Duration,
     pub consistency_retries: u32,
     pub managed_prefixes: Vec<String>,
+    /// Full listing of each owned target this often (jittered), for drift.
+    pub scan_interval: Duration,
 }
 
 impl EngineConfig {
