@@ -5,6 +5,7 @@
 pub mod config;
 pub mod daemon;
 pub mod desired;
+pub mod drift;
 pub mod event;
 pub mod provider;
 pub mod reconcile;

@@ -109,6 +109,10 @@ struct Rig {
 }
 
 fn rig(prefix: &str, n: usize, rate: f64, modes: &[Mode]) -> Rig {
+    rig_with(prefix, n, rate, modes, &[], Duration::from_secs(3600))
+}
+
+fn rig_with(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], scan: Duration) -> Rig {
     let store = Arc::new(RwLock::new(Store::new(n)));
     let fakes: Vec<Fake> = (0..n).map(|_| Fake::default()).collect();
     let specs = fakes
@@ -120,7 +124,7 @@ fn rig(prefix: &str, n: usize, rate: f64, modes: &[Mode]) -> Rig {
             provider: Arc::new(Governed::new(Arc::new(f.clone()), &format!("{prefix}{i}"), "fake", rate, 1000.0)),
             concurrency: 4,
             mode: modes.get(i).copied().unwrap_or_default(),
-            prune: false,
+            prune: prune.get(i).copied().unwrap_or(false),
         })
         .collect();
     let sink = Sink::default();
@@ -132,7 +136,7 @@ fn rig(prefix: &str, n: usize, rate: f64, modes: &[Mode]) -> Rig {
             backoff_max: Duration::from_secs(2),
             consistency_retries: 2,
             managed_prefixes: vec!["alias/app/".into()],
-            scan_interval: Duration::from_secs(3600),
+            scan_interval: scan,
         },
         Arc::new(sink.clone()),
     );
@@ -363,4 +367,81 @@ async fn throttling_slows_the_target() {
     r.fakes[0].0.lock().unwrap().fail_writes = None;
     r.settle().await;
     assert_eq!(r.fakes[0].get("alias/app/t").as_deref(), Some(K1));
+}
+
+fn gauge(name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = aliassync::telemetry::metrics::metrics().render();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn drift_scans_report_and_repair_and_prune_only_when_asked() {
+    // Target 0 enforces without prune, 1 enforces with prune, 2 only observes.
+    let r = rig_with(
+        "drift",
+        3,
+        1000.0,
+        &[Mode::Enforce, Mode::Enforce, Mode::Observe],
+        &[false, true, false],
+        Duration::from_secs(60),
+    );
+    r.apply("alias/app/a", 1, &[(0, K1), (1, K1), (2, K1)]);
+    r.apply("alias/app/b", 1, &[(0, K1), (1, K1), (2, K1)]);
+    for f in &r.fakes[2..] {
+        let mut s = f.0.lock().unwrap();
+        s.aliases.insert("alias/app/a".into(), K1.into());
+        s.aliases.insert("alias/app/b".into(), K1.into());
+    }
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    // Behind the daemon's back, in every target: a re-pointed, b deleted, a stray alias added.
+    for f in &r.fakes {
+        let mut s = f.0.lock().unwrap();
+        s.aliases.insert("alias/app/a".into(), "other".into());
+        s.aliases.remove("alias/app/b");
+        s.aliases.insert("alias/app/stray".into(), K2.into());
+    }
+    let writes_before: Vec<usize> = r.fakes.iter().map(|f| f.calls("create") + f.calls("update")).collect();
+    tokio::time::sleep(Duration::from_secs(67)).await;
+    r.settle().await;
+    for t in ["drift0", "drift1", "drift2"] {
+        assert!(gauge("aliassync_last_scan_success_timestamp_seconds", &[("target", t)]) > 0.0);
+    }
+    // Observe mode: reported, nothing written.
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift2"), ("kind", "wrong_key")]), 1.0);
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift2"), ("kind", "missing")]), 1.0);
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift2"), ("kind", "orphan")]), 1.0);
+    assert_eq!(r.fakes[2].calls("create") + r.fakes[2].calls("update") + r.fakes[2].calls("delete"), writes_before[2]);
+    let st = r.engine.status();
+    let d = st[2].drift.as_ref().unwrap();
+    let names: Vec<&str> = d.aliases.iter().map(|x| x.alias.as_str()).collect();
+    assert_eq!(names, vec!["alias/app/a", "alias/app/b", "alias/app/stray"]);
+    // Enforce: repaired within the scan; the stray alias deleted only where prune is set.
+    for i in 0..2 {
+        assert_eq!(r.fakes[i].get("alias/app/a").as_deref(), Some(K1), "target {i}");
+        assert_eq!(r.fakes[i].get("alias/app/b").as_deref(), Some(K1), "target {i}");
+    }
+    assert!(r.fakes[0].get("alias/app/stray").is_some(), "no prune: orphan kept");
+    assert!(r.fakes[1].get("alias/app/stray").is_none(), "prune: orphan deleted");
+    // The next scan finds target 1 clean, target 0 with only its kept orphan.
+    tokio::time::sleep(Duration::from_secs(67)).await;
+    r.settle().await;
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift1")]), 0.0);
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift0"), ("kind", "orphan")]), 1.0);
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift0"), ("kind", "missing")]), 0.0);
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift0"), ("kind", "wrong_key")]), 0.0);
+    // Losing the lease removes the owner-only gauges.
+    r.engine.set_owned(&[1, 2].into_iter().collect());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gauge("aliassync_drift_aliases", &[("target", "drift0")]), 0.0);
+    let text = aliassync::telemetry::metrics::metrics().render();
+    assert!(
+        !text.lines().any(|l| l.starts_with("aliassync_drift_aliases{") && l.contains("target=\"drift0\"")),
+        "drift series of a target this instance no longer owns are removed"
+    );
+    assert!(text.lines().any(|l| l.starts_with("aliassync_drift_aliases{") && l.contains("target=\"drift1\"")));
 }

@@ -6,6 +6,7 @@
 //! Errors are classified once, here, in [`classify`]; the engine only sees [`ErrorClass`].
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use serde_json::Value;
 
 use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
 use super::sign::{self, acs3, SignableRequest};
+use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
 use crate::secret::Credentials;
 
@@ -39,11 +41,13 @@ pub struct AlibabaKms {
     url: reqwest::Url,
     /// The `host` header as sent and signed: host, plus `:port` when not the scheme's default.
     host: String,
-    creds: Credentials,
+    creds: SharedCredentials,
 }
 
 /// A signed request, ready to send. No Debug: it carries the Authorization header (and an STS token).
 struct Prepared {
+    /// The credentials it was signed with (redacted from error messages).
+    creds: Arc<Credentials>,
     url: reqwest::Url,
     /// Every header but Authorization, all of them signed.
     headers: Vec<(&'static str, String)>,
@@ -76,7 +80,7 @@ impl AlibabaKms {
             None => parse_endpoint(&format!("https://kms.{region}.aliyuncs.com"))?,
         };
         let host = host_header(&url);
-        Ok(AlibabaKms { client: phttp::try_client(timeout)?, url, host, creds })
+        Ok(AlibabaKms { client: phttp::try_client(timeout)?, url, host, creds: SharedCredentials::new(creds) })
     }
 
     /// Calls one action with its RPC parameters (decoded; the signer encodes them) and returns the response
@@ -97,14 +101,15 @@ impl AlibabaKms {
         if status.is_success() {
             parse_success(&body)
         } else {
-            let token = self.creds.session_token.as_ref().map_or("", |t| t.expose());
-            let secrets = [self.creds.secret_access_key.expose(), token, &p.authorization, &p.signature];
+            let token = p.creds.session_token.as_ref().map_or("", |t| t.expose());
+            let secrets = [p.creds.secret_access_key.expose(), token, &p.authorization, &p.signature];
             Err(parse_error(status.as_u16(), &body, &secrets))
         }
     }
 
     /// Builds and signs the request for `action` at time `now` with `nonce`. Every header set is signed.
     fn prepare(&self, action: &str, params: &[(&str, &str)], now: DateTime<Utc>, nonce: &str) -> Prepared {
+        let creds = self.creds.current();
         let mut url = self.url.clone();
         let query = sign::canonical_query(params);
         url.set_query(Some(&query).filter(|q| !q.is_empty()).map(String::as_str));
@@ -117,14 +122,19 @@ impl AlibabaKms {
             ("x-acs-signature-nonce", nonce.into()),
             ("x-acs-version", API_VERSION.into()),
         ];
-        if let Some(token) = &self.creds.session_token {
+        if let Some(token) = &creds.session_token {
             headers.push((SECURITY_TOKEN_HEADER, token.expose().into()));
         }
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
         let req = SignableRequest { method: "POST", path: url.path(), query: params, headers: &pairs, body: b"" };
-        let s = acs3::sign(&req, &names, &self.creds.access_key_id, self.creds.secret_access_key.expose());
-        Prepared { url, headers, authorization: s.authorization, signature: s.signature }
+        let s = acs3::sign(&req, &names, &creds.access_key_id, creds.secret_access_key.expose());
+        Prepared { creds, url, headers, authorization: s.authorization, signature: s.signature }
+    }
+
+    /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
+    pub fn credentials(&self) -> SharedCredentials {
+        self.creds.clone()
     }
 
     /// DescribeKey. `key_id` may be a key id, an alias name or an ARN.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
-use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
+use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
 use crate::secret::Credentials;
 
 const AMZ_JSON: &str = "application/x-amz-json-1.1";
@@ -39,7 +39,7 @@ pub struct AwsKms {
     url: reqwest::Url,
     region: String,
     service: String,
-    creds: Credentials,
+    creds: SharedCredentials,
 }
 
 impl AwsKms {
@@ -64,7 +64,7 @@ impl AwsKms {
             url,
             region: region.to_string(),
             service: service.to_string(),
-            creds,
+            creds: SharedCredentials::new(creds),
         })
     }
 
@@ -75,7 +75,8 @@ impl AwsKms {
             ProviderError::new(ErrorClass::Permanent, "RequestError", "other", format!("cannot encode request: {e}"))
         })?;
         let target = format!("{TARGET_PREFIX}{op}");
-        let sig = self.sign(&target, &payload, SystemTime::now())?;
+        let creds = self.creds.current();
+        let sig = self.sign(&target, &payload, SystemTime::now(), &creds)?;
         let mut req = self
             .client
             .post(self.url.clone())
@@ -84,7 +85,7 @@ impl AwsKms {
             .header("x-amz-date", &sig.amz_date)
             .header(AUTHORIZATION, sensitive(&sig.authorization)?)
             .body(payload);
-        if let Some(token) = &self.creds.session_token {
+        if let Some(token) = &creds.session_token {
             req = req.header("x-amz-security-token", sensitive(token.expose())?);
         }
 
@@ -96,16 +97,27 @@ impl AwsKms {
         if status.is_success() {
             parse_success(&body)
         } else {
-            let token = self.creds.session_token.as_ref().map_or("", |t| t.expose());
-            let secrets = [self.creds.secret_access_key.expose(), token, &sig.authorization, &sig.signature];
+            let token = creds.session_token.as_ref().map_or("", |t| t.expose());
+            let secrets = [creds.secret_access_key.expose(), token, &sig.authorization, &sig.signature];
             Err(parse_error(status.as_u16(), &headers, &body, &secrets))
         }
     }
 
-    fn sign(&self, target: &str, payload: &[u8], time: SystemTime) -> Result<SigV4, ProviderError> {
+    /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
+    pub fn credentials(&self) -> SharedCredentials {
+        self.creds.clone()
+    }
+
+    fn sign(
+        &self,
+        target: &str,
+        payload: &[u8],
+        time: SystemTime,
+        creds: &Credentials,
+    ) -> Result<SigV4, ProviderError> {
         let headers = [("content-type", AMZ_JSON), ("x-amz-target", target)];
         let req = SignableParts { method: "POST", uri: self.url.as_str(), headers: &headers, body: payload };
-        sign_v4(&req, &self.region, &self.service, time, &self.creds)
+        sign_v4(&req, &self.region, &self.service, time, creds)
             .map_err(|m| ProviderError::new(ErrorClass::Permanent, "SigningError", "auth", m))
     }
 

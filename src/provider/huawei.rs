@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +34,7 @@ use serde_json::{json, Value};
 
 use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
 use super::sign::{self, sdk_hmac, SignableRequest};
+use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
 pub use crate::config::AliasPrefix;
 use crate::secret::Credentials;
@@ -58,11 +60,13 @@ pub struct HuaweiKms {
     host: String,
     project_id: String,
     naming: AliasPrefix,
-    creds: Credentials,
+    creds: SharedCredentials,
 }
 
 /// A signed request, ready to send. No Debug: it carries the Authorization header (and an STS token).
 struct Prepared {
+    /// The credentials it was signed with (redacted from error messages).
+    creds: Arc<Credentials>,
     method: Method,
     url: reqwest::Url,
     /// Every header but Authorization, all of them signed.
@@ -108,7 +112,7 @@ impl HuaweiKms {
             url,
             project_id: project_id.to_string(),
             naming: alias_naming,
-            creds,
+            creds: SharedCredentials::new(creds),
         })
     }
 
@@ -149,14 +153,15 @@ impl HuaweiKms {
         if status.is_success() {
             parse_success(&body)
         } else {
-            let token = self.creds.session_token.as_ref().map_or("", |t| t.expose());
-            let secrets = [self.creds.secret_access_key.expose(), token, &p.authorization, &p.signature];
+            let token = p.creds.session_token.as_ref().map_or("", |t| t.expose());
+            let secrets = [p.creds.secret_access_key.expose(), token, &p.authorization, &p.signature];
             Err(parse_error(status.as_u16(), &body, &secrets))
         }
     }
 
     /// Builds and signs a request at time `now`. Every header set is signed.
     fn prepare(&self, method: Method, op: &str, query: &[(&str, &str)], body: Vec<u8>, now: DateTime<Utc>) -> Prepared {
+        let creds = self.creds.current();
         let mut url = self.url.clone();
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/v1.0/{}/kms/{op}", self.project_id));
@@ -169,14 +174,19 @@ impl HuaweiKms {
             ("x-project-id", self.project_id.clone()),
             ("x-sdk-date", date.clone()),
         ];
-        if let Some(token) = &self.creds.session_token {
+        if let Some(token) = &creds.session_token {
             headers.push((SECURITY_TOKEN_HEADER, token.expose().into()));
         }
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
         let req = SignableRequest { method: method.as_str(), path: url.path(), query, headers: &pairs, body: &body };
-        let s = sdk_hmac::sign(&req, &names, &date, &self.creds.access_key_id, self.creds.secret_access_key.expose());
-        Prepared { method, url, headers, body, authorization: s.authorization, signature: s.signature }
+        let s = sdk_hmac::sign(&req, &names, &date, &creds.access_key_id, creds.secret_access_key.expose());
+        Prepared { creds, method, url, headers, body, authorization: s.authorization, signature: s.signature }
+    }
+
+    /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
+    pub fn credentials(&self) -> SharedCredentials {
+        self.creds.clone()
     }
 
     /// The wire name of a canonical alias (see the module doc).

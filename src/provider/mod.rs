@@ -7,7 +7,44 @@ pub mod http;
 pub mod huawei;
 pub mod sign;
 
+use std::sync::{Arc, RwLock};
+
 use async_trait::async_trait;
+
+use crate::secret::Credentials;
+
+/// A target's access keys, replaceable while the provider is in use (SIGHUP re-reads credential files): every
+/// request signs with the snapshot it took, so a swap never mixes an old key id with a new secret. Clones share
+/// the value. Debug shows the access key id only (the secret and token are redacted by [`Credentials`]).
+#[derive(Clone)]
+pub struct SharedCredentials(Arc<RwLock<Arc<Credentials>>>);
+
+impl SharedCredentials {
+    pub fn new(c: Credentials) -> Self {
+        SharedCredentials(Arc::new(RwLock::new(Arc::new(c))))
+    }
+
+    /// The credentials to sign one request with.
+    pub fn current(&self) -> Arc<Credentials> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Installs `c` for the requests that start from now on; returns whether anything changed.
+    pub fn replace(&self, c: Credentials) -> bool {
+        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = cur.access_key_id != c.access_key_id
+            || cur.secret_access_key != c.secret_access_key
+            || cur.session_token != c.session_token;
+        *cur = Arc::new(c);
+        changed
+    }
+}
+
+impl std::fmt::Debug for SharedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedCredentials").field(&*self.current()).finish()
+    }
+}
 
 /// How the engine must treat a failed call. Decided once, inside each provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,5 +125,29 @@ pub trait KmsAliases: Send + Sync {
     /// Whether a desired key id (any accepted form, e.g. an ARN) names the live key id.
     fn key_matches(&self, desired: &str, live: &str) -> bool {
         desired == live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn creds(id: &str, secret: &str) -> Credentials {
+        Credentials { access_key_id: id.into(), secret_access_key: Secret::new(secret), session_token: None }
+    }
+
+    #[test]
+    fn shared_credentials_swap_and_redact() {
+        let shared = SharedCredentials::new(creds("AK1", "s3cr3t-one"));
+        let other = shared.clone();
+        let before = shared.current();
+        assert!(!other.replace(creds("AK1", "s3cr3t-one")), "same keys: no change");
+        assert!(other.replace(creds("AK1", "s3cr3t-two")), "a new secret is a change");
+        // A snapshot taken before the swap keeps signing with the old keys; new ones see the swap.
+        assert_eq!(before.secret_access_key.expose(), "s3cr3t-one");
+        assert_eq!(shared.current().secret_access_key.expose(), "s3cr3t-two");
+        let dbg = format!("{shared:?}");
+        assert!(dbg.contains("AK1") && !dbg.contains("s3cr3t"), "{dbg}");
     }
 }

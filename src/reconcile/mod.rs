@@ -85,7 +85,26 @@ struct Target {
     live: Mutex<HashMap<Box<str>, String>>,
     listed_at: Mutex<Option<u64>>,
     failures: Mutex<VecDeque<PermanentFailure>>,
+    prune: bool,
+    /// While a scan's listing is in flight: aliases written since it began (their listed value may be stale).
+    writes_during_scan: Mutex<Option<HashSet<Box<str>>>>,
+    drift: Mutex<Option<DriftStatus>>,
 }
+
+/// The last scan's findings, for /status.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftStatus {
+    pub scanned_at_unix: u64,
+    pub duration_seconds: f64,
+    pub missing: usize,
+    pub wrong_key: usize,
+    pub orphan: usize,
+    /// At most `DRIFT_DETAILS` entries, by alias name.
+    pub aliases: Vec<crate::drift::Drifted>,
+    pub truncated: bool,
+}
+
+const DRIFT_DETAILS: usize = 500;
 
 struct Inner {
     targets: Vec<Arc<Target>>,
@@ -113,6 +132,8 @@ pub struct TargetStatus {
     pub lag_events: u64,
     pub lag_seconds: f64,
     pub last_listing_unix: Option<u64>,
+    pub prune: bool,
+    pub drift: Option<DriftStatus>,
     pub recent_failures: Vec<PermanentFailure>,
 }
 
@@ -140,6 +161,9 @@ impl Engine {
                     live: Mutex::new(HashMap::new()),
                     listed_at: Mutex::new(None),
                     failures: Mutex::new(VecDeque::new()),
+                    prune: s.prune,
+                    writes_during_scan: Mutex::new(None),
+                    drift: Mutex::new(None),
                 })
             })
             .collect();
@@ -228,6 +252,8 @@ impl Engine {
                     lag_events,
                     lag_seconds: lag.as_secs_f64(),
                     last_listing_unix: *t.listed_at.lock().unwrap(),
+                    prune: t.prune,
+                    drift: t.drift.lock().unwrap().clone(),
                     recent_failures: t.failures.lock().unwrap().iter().cloned().collect(),
                 }
             })

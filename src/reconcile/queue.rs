@@ -169,6 +169,11 @@ impl WorkQueue {
         self.events = self.items.values().map(|i| i.events).sum();
     }
 
+    /// Whether the alias is pending (ready, delayed or in progress).
+    pub fn contains(&self, alias: &str) -> bool {
+        self.items.contains_key(alias)
+    }
+
     /// Pending items (ready, delayed or in progress).
     pub fn len(&self) -> usize {
         self.items.len()

@@ -1,7 +1,7 @@
 //! One target's task: wait for the lease, list the target, queue the full pass, then run workers
 //! (at most `concurrency`, never two for one alias) until the lease goes or the daemon stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +11,10 @@ use tokio::time::{sleep_until, Instant};
 
 use super::decide::{decide, Action};
 use super::queue::Done;
-use super::{unix_now, Inner, PermanentFailure, Target, RECENT_FAILURES};
+use super::{unix_now, DriftStatus, Inner, PermanentFailure, Target, DRIFT_DETAILS, RECENT_FAILURES};
 use crate::config::Mode;
+use crate::drift::Kind;
+use crate::provider::LiveAlias;
 use crate::provider::{ErrorClass, ProviderError};
 use crate::telemetry::metrics::metrics;
 
@@ -35,12 +37,13 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
                 _ = shut_rx.changed() => {}
             }
         }
+        let started = Instant::now();
         let listing = tokio::select! {
             l = list_until_ok(&inner, &t) => l,
             _ = until_false(&mut owned_rx) => continue,
             _ = shut_rx.changed() => return,
         };
-        install_listing(&inner, &t, listing);
+        install_listing(&inner, &t, listing, started.elapsed());
         let stopping = work(&inner, &t, &mut owned_rx, &mut shut_rx).await;
         t.queue.lock().unwrap().clear();
         t.live.lock().unwrap().clear();
@@ -71,11 +74,11 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
     loop {
         match t.provider.list_aliases(&inner.cfg.managed_prefixes).await {
             Ok(l) => {
-                metrics().last_scan_success.with_label_values(&[&t.name]).set(unix_now() as f64);
                 tracing::info!(target_name = %t.name, live = l.len(), "listed target");
                 return l;
             }
             Err(e) => {
+                metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
                 let d = backoff.next().unwrap_or(inner.cfg.backoff_max);
                 tracing::warn!(target_name = %t.name, error = %e, retry_in_ms = d.as_millis() as u64, "listing failed");
                 tokio::time::sleep(d).await;
@@ -84,32 +87,95 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
     }
 }
 
-/// Installs the live view and queues the full pass: every alias desired here, and every live managed
-/// alias the desired state knows (it may have to go). Unknown live aliases are orphans: the drift
-/// scanner's business, never deleted here.
-fn install_listing(inner: &Inner, t: &Target, listing: Vec<crate::provider::LiveAlias>) {
+/// Installs the first listing (it is also the first drift scan) and queues the full pass: every alias
+/// desired here, and every live managed alias the desired state knows (it may have to go). Unknown
+/// live aliases are orphans: reported, and deleted only with `prune`.
+fn install_listing(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration) {
+    apply_scan(inner, t, listing, took);
     let store = inner.store.read().unwrap();
     let now = Instant::now();
-    let mut live = HashMap::with_capacity(listing.len());
     let mut q = t.queue.lock().unwrap();
-    for a in listing {
-        if !inner.cfg.may_touch(&a.name) {
-            continue;
-        }
-        if store.knows(&a.name) && store.desired(&a.name, t.id).is_none() {
-            q.add(Arc::from(a.name.as_str()), now);
-        }
-        if let Some(k) = a.key_id {
-            live.insert(a.name.into_boxed_str(), k);
-        }
-    }
     for a in store.aliases_in(t.id) {
         q.add(Arc::from(a), now);
     }
-    *t.live.lock().unwrap() = live;
+    for a in t.live.lock().unwrap().keys() {
+        if store.knows(a) && store.desired(a, t.id).is_none() {
+            q.add(Arc::from(&**a), now);
+        }
+    }
     *t.listed_at.lock().unwrap() = Some(unix_now());
     drop(q);
     t.notify.notify_one();
+}
+
+/// A completed listing: refreshes the live view (except for aliases changing right now), reports
+/// drift, and in enforce mode queues the repairs.
+fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration) {
+    let m = metrics();
+    let writes = t.writes_during_scan.lock().unwrap().take().unwrap_or_default();
+    let store = inner.store.read().unwrap();
+    let mut q = t.queue.lock().unwrap();
+    let busy = |a: &str| q.contains(a) || writes.contains(a);
+    let report = crate::drift::compare(
+        &store,
+        t.id,
+        &listing,
+        |a| inner.cfg.may_touch(a),
+        busy,
+        |d, l| t.provider.key_matches(d, l),
+    );
+    {
+        let mut live = t.live.lock().unwrap();
+        let mut fresh: HashMap<Box<str>, String> = HashMap::with_capacity(listing.len());
+        for a in listing {
+            if inner.cfg.may_touch(&a.name) && !busy(&a.name) {
+                if let Some(k) = a.key_id {
+                    fresh.insert(a.name.into_boxed_str(), k);
+                }
+            }
+        }
+        // Aliases changing right now keep the value our own writes left.
+        for (a, k) in live.drain() {
+            if busy(&a) {
+                fresh.insert(a, k);
+            }
+        }
+        *live = fresh;
+    }
+    let now_unix = unix_now();
+    for kind in Kind::ALL {
+        m.drift_aliases.with_label_values(&[&t.name, kind.as_str()]).set(report.count(kind) as i64);
+    }
+    m.last_scan_success.with_label_values(&[&t.name]).set(now_unix as f64);
+    m.last_scan_duration.with_label_values(&[&t.name]).set(took.as_secs_f64());
+    m.scans.with_label_values(&[&t.name, "ok"]).inc();
+    for d in &report.drifted {
+        tracing::warn!(target_name = %t.name, alias = %d.alias, kind = d.kind.as_str(), desired = ?d.desired, live = ?d.live, "drift");
+    }
+    if t.mode == Mode::Enforce {
+        let now = Instant::now();
+        for d in &report.drifted {
+            if !(d.kind == Kind::Orphan && d.unknown && !t.prune) {
+                q.add(Arc::from(d.alias.as_str()), now);
+            }
+        }
+        t.notify.notify_one();
+    }
+    *t.drift.lock().unwrap() = Some(DriftStatus {
+        scanned_at_unix: now_unix,
+        duration_seconds: took.as_secs_f64(),
+        missing: report.count(Kind::Missing),
+        wrong_key: report.count(Kind::WrongKey),
+        orphan: report.count(Kind::Orphan),
+        truncated: report.drifted.len() > DRIFT_DETAILS,
+        aliases: report.drifted.into_iter().take(DRIFT_DETAILS).collect(),
+    });
+}
+
+/// The next scan: the interval ±10%, so many targets do not list in step.
+fn next_scan(inner: &Inner) -> Instant {
+    let f = 0.9 + rand::random::<f64>() * 0.2;
+    Instant::now() + inner.cfg.scan_interval.mul_f64(f)
 }
 
 /// Runs workers until the lease is lost (false) or the daemon stops (true).
@@ -122,6 +188,9 @@ async fn work(
     let mut inflight: JoinSet<(Arc<str>, Done)> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, Arc<str>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut scan_at = next_scan(inner);
+    type Listing = Result<Vec<LiveAlias>, crate::provider::ProviderError>;
+    let mut scan: Option<(Instant, tokio::task::JoinHandle<Listing>)> = None;
     let stopping = loop {
         {
             let mut q = t.queue.lock().unwrap();
@@ -143,8 +212,33 @@ async fn work(
             r = owned_rx.changed() => if r.is_err() || !*owned_rx.borrow_and_update() { break false },
             _ = shut_rx.changed() => break true,
             _ = tick.tick() => update_gauges(t),
+            _ = sleep_until(scan_at), if scan.is_none() => {
+                *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
+                let (p, prefixes) = (t.provider.clone(), inner.cfg.managed_prefixes.clone());
+                scan = Some((Instant::now(), tokio::spawn(async move { p.list_aliases(&prefixes).await })));
+            }
+            r = async { (&mut scan.as_mut().unwrap().1).await }, if scan.is_some() => {
+                let (started, _) = scan.take().unwrap();
+                match r {
+                    Ok(Ok(listing)) => apply_scan(inner, t, listing, started.elapsed()),
+                    Ok(Err(e)) => {
+                        *t.writes_during_scan.lock().unwrap() = None;
+                        metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
+                        tracing::warn!(target_name = %t.name, error = %e, "drift scan failed");
+                    }
+                    Err(e) => {
+                        *t.writes_during_scan.lock().unwrap() = None;
+                        tracing::error!(target_name = %t.name, error = %e, "drift scan task failed");
+                    }
+                }
+                scan_at = next_scan(inner);
+            }
         }
     };
+    if let Some((_, h)) = scan {
+        h.abort();
+        *t.writes_during_scan.lock().unwrap() = None;
+    }
     // Let in-flight calls finish (their results stay valid); the engine bounds this on shutdown.
     while let Some(r) = inflight.join_next_with_id().await {
         finish(t, &mut running, r);
@@ -182,6 +276,10 @@ fn update_gauges(t: &Target) {
 
 fn clear_gauges(t: &Target) {
     let m = metrics();
+    for kind in Kind::ALL {
+        let _ = m.drift_aliases.remove_label_values(&[&t.name, kind.as_str()]);
+    }
+    *t.drift.lock().unwrap() = None;
     let _ = m.queue_depth.remove_label_values(&[&t.name]);
     let _ = m.target_lag_events.remove_label_values(&[&t.name]);
     let _ = m.target_lag_seconds.remove_label_values(&[&t.name]);
@@ -255,6 +353,9 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
 async fn execute(t: &Target, alias: &str, action: &Action, live: Option<&str>) -> Result<Action, ProviderError> {
     let p = &t.provider;
     let remember = |key: Option<&str>| {
+        if let Some(w) = t.writes_during_scan.lock().unwrap().as_mut() {
+            w.insert(alias.into());
+        }
         let mut l = t.live.lock().unwrap();
         match key {
             Some(k) => l.insert(alias.into(), k.to_string()),

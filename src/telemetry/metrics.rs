@@ -14,6 +14,9 @@ pub struct Metrics {
     pub desired_aliases: IntGaugeVec,
     pub drift_aliases: IntGaugeVec,
     pub last_scan_success: GaugeVec,
+    pub last_scan_duration: GaugeVec,
+    pub scans: IntCounterVec,
+    pub source_lag: IntGauge,
     pub reconcile: IntCounterVec,
     pub provider_requests: IntCounterVec,
     pub provider_duration: HistogramVec,
@@ -62,6 +65,21 @@ impl Metrics {
                 "last_scan_success_timestamp_seconds",
                 "Unix time of the last complete listing of the target.",
                 &["target"],
+            ),
+            last_scan_duration: fgauge(
+                "last_scan_duration_seconds",
+                "Duration of the last complete listing of the target.",
+                &["target"],
+            ),
+            scans: counter(
+                "scans_total",
+                "Full listings of a target (drift scans), by outcome (ok, failed).",
+                &["target", "outcome"],
+            ),
+            source_lag: reg(
+                &r,
+                IntGauge::new("source_lag_events", "Desired-topic records not yet read, summed over partitions.")
+                    .unwrap(),
             ),
             reconcile: counter(
                 "reconcile_total",

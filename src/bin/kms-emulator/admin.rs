@@ -15,13 +15,11 @@ use axum::response::Response;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use aliassync::provider::sign::parse_query;
-
 use crate::app::App;
 use crate::config::derive_account;
 use crate::faults::FaultRule;
 use crate::state::{Key, KeyState, ScopeKey};
-use crate::wire::{random_alnum, respond, uuid4, Cloud, RawRequest};
+use crate::wire::{decode_query, random_alnum, respond, uuid4, Cloud, RawRequest};
 
 fn reply(status: u16, v: Value) -> Response {
     respond(status, "application/json", v.to_string().into_bytes(), &[])
@@ -32,7 +30,7 @@ fn bad(msg: impl Into<String>) -> Response {
 }
 
 pub fn handle(app: &App, req: &RawRequest) -> Response {
-    let q = parse_query(&req.raw_query);
+    let q = decode_query(&req.raw_query);
     let query = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
     let cloud_q = match query("cloud").map(|c| Cloud::parse(c).ok_or(c)) {
         Some(Err(c)) => return bad(format!("unknown cloud {c:?} (aws, alibaba, huawei)")),

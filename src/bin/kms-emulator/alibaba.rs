@@ -8,13 +8,13 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use aliassync::provider::sign::{acs3, parse_query};
+use aliassync::provider::sign::acs3;
 
 use crate::app::App;
 use crate::names::{self, NameError};
 use crate::state::{Key, KeyState, Scope, ScopeKey};
 use crate::verify::AuthFailure;
-use crate::wire::{random_alnum, respond, uuid4, ApiError, CallInfo, Cloud, OpClass, RawRequest};
+use crate::wire::{decode_query, random_alnum, respond, uuid4, ApiError, CallInfo, Cloud, OpClass, RawRequest};
 
 const VERSION: &str = "2016-01-20";
 const CONTENT_TYPE: &str = "application/json;charset=utf-8";
@@ -23,10 +23,10 @@ const PAGE_SIZE_MAX: u64 = 100;
 
 /// Query parameters plus, for a form POST, the body's; decoded.
 pub fn params_of(req: &RawRequest) -> Vec<(String, String)> {
-    let mut params = parse_query(&req.raw_query);
+    let mut params = decode_query(&req.raw_query);
     let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     if form {
-        params.extend(parse_query(&String::from_utf8_lossy(&req.body)));
+        params.extend(decode_query(&String::from_utf8_lossy(&req.body)));
     }
     params
 }

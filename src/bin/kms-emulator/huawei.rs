@@ -11,14 +11,14 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use aliassync::provider::sign::{parse_query, sdk_hmac};
+use aliassync::provider::sign::sdk_hmac;
 
 use crate::app::App;
 use crate::config::HuaweiPrefix;
 use crate::names;
 use crate::state::{Alias, Key, KeyState, Scope, ScopeKey};
 use crate::verify::AuthFailure;
-use crate::wire::{respond, uuid4, ApiError, CallInfo, Cloud, OpClass, RawRequest};
+use crate::wire::{decode_query, respond, uuid4, ApiError, CallInfo, Cloud, OpClass, RawRequest};
 
 const CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 const LIST_DEFAULT: u64 = 50;
@@ -342,7 +342,7 @@ impl Cx<'_> {
     /// `limit` 1–100 (a string on the wire), `marker` = the offset to start at (the docs' KMS.1602
     /// "marker must be >= 0" shows markers are numbers); `next_marker` is "" on the last page.
     fn list_aliases(&self, raw_query: &str) -> Result<Response, ApiError> {
-        let q = parse_query(raw_query);
+        let q = decode_query(raw_query);
         let get = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
         let limit = match get("limit") {
             None => LIST_DEFAULT,

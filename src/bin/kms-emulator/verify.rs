@@ -172,7 +172,7 @@ pub fn alibaba(app: &App, req: &RawRequest, params: &[(String, String)]) -> Resu
         let t = parse_iso_date(date)
             .ok_or_else(|| AuthFailure::Incomplete("x-acs-date is not in yyyy-MM-ddTHH:mm:ssZ form".into()))?;
         check_skew(app, t, date)?;
-        let query: Vec<(String, String)> = aliassync::provider::sign::parse_query(&req.raw_query);
+        let query: Vec<(String, String)> = crate::wire::decode_query(&req.raw_query);
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let headers = req.header_pairs();
         let signable = SignableRequest {
@@ -230,7 +230,7 @@ pub fn huawei(app: &App, req: &RawRequest) -> Result<(), AuthFailure> {
         return Err(AuthFailure::Incomplete("host must be a signed header".into()));
     }
     check_skew(app, t, date)?;
-    let query: Vec<(String, String)> = aliassync::provider::sign::parse_query(&req.raw_query);
+    let query: Vec<(String, String)> = crate::wire::decode_query(&req.raw_query);
     let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let headers = req.header_pairs();
     let signable = SignableRequest {

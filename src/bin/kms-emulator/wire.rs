@@ -142,3 +142,11 @@ pub fn respond(status: u16, content_type: &str, body: Vec<u8>, headers: &[(&str,
     }
     resp
 }
+
+/// Decoded (name, value) pairs of a query string or form body, with `+` read as a space. The
+/// library's `parse_query` keeps `+` (its signers send `%20`), but the SDKs build query strings with
+/// Python's `urlencode`, which sends a space as `+` (and a literal `+` as `%2B`), and the clouds decode
+/// them as form encoding does.
+pub fn decode_query(raw: &str) -> Vec<(String, String)> {
+    aliassync::provider::sign::parse_query(&raw.replace('+', "%20"))
+}
