@@ -1,7 +1,10 @@
 //! `aliassync run`: wires the stages together (source → desired state → reconcile → provider) and
-//! handles shutdown. Nothing here knows a wire format.
+//! handles signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads credentials and the log level. It also
+//! talks to systemd (READY/STATUS/RELOADING/STOPPING/WATCHDOG). Nothing here knows a wire format.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,13 +16,14 @@ use crate::event::{Decoder, TargetId};
 use crate::provider::alibaba::AlibabaKms;
 use crate::provider::aws::AwsKms;
 use crate::provider::huawei::HuaweiKms;
-use crate::provider::KmsAliases;
+use crate::provider::{KmsAliases, SharedCredentials};
 use crate::reconcile::governed::Governed;
 use crate::reconcile::{Engine, EngineConfig, TargetSpec};
 use crate::source::dead_letter::DeadLetters;
 use crate::source::leases::Leases;
 use crate::source::table::{Table, TableArgs};
 use crate::source::{admin, client_config, lease_partition_of_target};
+use crate::telemetry::{logging, notify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -31,22 +35,34 @@ pub enum RunError {
 
 /// Builds each target's provider, wrapped in its rate limits and instrumentation.
 pub fn build_targets(cfg: &Config) -> Result<Vec<TargetSpec>, RunError> {
+    build_reloadable_targets(cfg).map(|(specs, _)| specs)
+}
+
+/// [`build_targets`], plus each target's swappable credentials (by target name) for SIGHUP reloads.
+pub fn build_reloadable_targets(
+    cfg: &Config,
+) -> Result<(Vec<TargetSpec>, BTreeMap<String, SharedCredentials>), RunError> {
     let creds = cfg.resolve_credentials()?;
     let mut specs = Vec::new();
+    let mut handles = BTreeMap::new();
     for (i, (name, t)) in cfg.targets.iter().enumerate() {
         let timeout = Duration::from_secs_f64(t.request_timeout_seconds);
         let c = creds[name].clone();
-        let raw: Arc<dyn KmsAliases> = match t.provider {
-            ProviderKind::Aws => Arc::new(
-                AwsKms::new(&t.region, t.endpoint.as_deref(), t.signing_service.as_deref(), c, timeout)
-                    .map_err(|e| RunError::Startup(format!("target {name}: {e}")))?,
-            ),
-            ProviderKind::Alibaba => Arc::new(
-                AlibabaKms::new(&t.region, t.endpoint.as_deref(), c, timeout)
-                    .map_err(|e| RunError::Startup(format!("target {name}: {e}")))?,
-            ),
-            ProviderKind::Huawei => Arc::new(
-                HuaweiKms::new(
+        let startup = |e: String| RunError::Startup(format!("target {name}: {e}"));
+        let (raw, handle): (Arc<dyn KmsAliases>, SharedCredentials) = match t.provider {
+            ProviderKind::Aws => {
+                let p = AwsKms::new(&t.region, t.endpoint.as_deref(), t.signing_service.as_deref(), c, timeout)
+                    .map_err(startup)?;
+                let h = p.credentials();
+                (Arc::new(p), h)
+            }
+            ProviderKind::Alibaba => {
+                let p = AlibabaKms::new(&t.region, t.endpoint.as_deref(), c, timeout).map_err(startup)?;
+                let h = p.credentials();
+                (Arc::new(p), h)
+            }
+            ProviderKind::Huawei => {
+                let p = HuaweiKms::new(
                     &t.region,
                     t.endpoint.as_deref(),
                     t.project_id.as_deref().unwrap_or_default(),
@@ -54,9 +70,12 @@ pub fn build_targets(cfg: &Config) -> Result<Vec<TargetSpec>, RunError> {
                     c,
                     timeout,
                 )
-                .map_err(|e| RunError::Startup(format!("target {name}: {e}")))?,
-            ),
+                .map_err(startup)?;
+                let h = p.credentials();
+                (Arc::new(p), h)
+            }
         };
+        handles.insert(name.clone(), handle);
         specs.push(TargetSpec {
             id: i as TargetId,
             name: name.clone(),
@@ -66,25 +85,61 @@ pub fn build_targets(cfg: &Config) -> Result<Vec<TargetSpec>, RunError> {
             prune: t.prune,
         });
     }
-    Ok(specs)
+    Ok((specs, handles))
 }
 
-pub async fn run(cfg: Config) -> Result<(), RunError> {
-    let specs = build_targets(&cfg)?;
-    run_with(cfg, specs, shutdown_signal()).await
+/// `aliassync run`: the daemon on its own multi-threaded runtime until SIGTERM/SIGINT. `path` is the config
+/// file `cfg` came from; SIGHUP re-reads it.
+pub fn run_blocking(cfg: Config, path: &Path) -> Result<(), RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Startup(format!("tokio runtime: {e}")))?;
+    let r = rt.block_on(run(cfg, path));
+    // Never hang the exit on a blocking call that is still out (e.g. a broker that does not answer).
+    rt.shutdown_timeout(Duration::from_secs(2));
+    r
+}
+
+pub async fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
+    // Handlers first: SIGHUP's default action would end the process.
+    let stop = shutdown_signal();
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
+    let (specs, credentials) = build_reloadable_targets(&cfg)?;
+    let reloader = Reloader { path: path.to_owned(), running: cfg.clone(), credentials };
+    run_inner(cfg, specs, stop, Some((reloader, hangup))).await
 }
 
 /// The daemon with given targets (one per configured target, in config order) until `stop` resolves.
-/// Benchmarks use it with in-process targets.
+/// Benchmarks use it with in-process targets. No SIGHUP handling.
 pub async fn run_with(
     cfg: Config,
     specs: Vec<TargetSpec>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
+    run_inner(cfg, specs, stop, None).await
+}
+
+fn status_line(aliases: usize, owned: usize, targets: usize) -> String {
+    format!("ready: {aliases} desired aliases, owns {owned} of {targets} targets")
+}
+
+async fn run_inner(
+    cfg: Config,
+    specs: Vec<TargetSpec>,
+    stop: impl std::future::Future<Output = ()>,
+    reload: Option<(Reloader, tokio::signal::unix::Signal)>,
+) -> Result<(), RunError> {
     let base = client_config(&cfg)?;
     tokio::pin!(stop);
     let names: Vec<String> = cfg.targets.keys().cloned().collect();
     let store = Arc::new(RwLock::new(Store::new(names.len())));
+    // Pings run from the start: waiting for a broker at boot is not a hang.
+    let watchdog = {
+        let store = store.clone();
+        notify::spawn_watchdog(move || store.read().is_ok())
+    };
+    notify::status("starting: connecting to Kafka");
     let dlq = DeadLetters::new(&base, &cfg.dead_letter_topic()).map_err(RunError::Startup)?;
     let (sink, _sink_task) = dlq.failure_sink();
     let engine = Engine::new(
@@ -102,7 +157,7 @@ pub async fn run_with(
     let (ready_tx, ready_rx) = watch::channel(false);
     let (shut_tx, shut_rx) = watch::channel(false);
     let addr = cfg.metrics.listen.parse().expect("validated");
-    let http = crate::telemetry::http::serve(addr, engine.clone(), ready_rx, shut_rx.clone())
+    let http = crate::telemetry::http::serve(addr, engine.clone(), ready_rx.clone(), shut_rx.clone())
         .await
         .map_err(|e| RunError::Startup(format!("metrics.listen {addr}: {e}")))?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), targets = names.len(), "aliassync starting");
@@ -117,11 +172,22 @@ pub async fn run_with(
         .await;
         match r {
             Ok(()) => break,
-            Err(e) => tracing::error!(error = %e, "cannot create the lease / dead-letter topics; retrying"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the lease / dead-letter topics; retrying");
+                notify::status(&format!("starting: Kafka unavailable ({e}); retrying"));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => {
+                notify::stopping("stopping: Kafka was never reached");
+                shut_tx.send_replace(true);
+                let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+                if let Some(w) = watchdog {
+                    w.abort();
+                }
+                return Ok(());
+            }
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
@@ -133,6 +199,8 @@ pub async fn run_with(
     let target_partition: Vec<i32> = names.iter().map(|n| lease_partition_of_target(n, lease_partitions)).collect();
     let mut owned_rx = leases.owned.clone();
     let eng = engine.clone();
+    let owned_count = Arc::new(AtomicUsize::new(0));
+    let (oc, ready_now, st) = (owned_count.clone(), ready_rx.clone(), store.clone());
     let owner_task = tokio::spawn(async move {
         loop {
             let owned: HashSet<TargetId> = {
@@ -143,6 +211,11 @@ pub async fn run_with(
                     .collect()
             };
             eng.set_owned(&owned);
+            oc.store(owned.len(), Ordering::Relaxed);
+            if *ready_now.borrow() {
+                let n = st.read().map(|s| s.len()).unwrap_or(0);
+                notify::status(&status_line(n, owned.len(), target_partition.len()));
+            }
             if owned_rx.changed().await.is_err() {
                 return;
             }
@@ -150,13 +223,15 @@ pub async fn run_with(
     });
     engine.start();
 
+    let total = names.len();
+    let table_store = store.clone();
     let table = Table::new(
         &base,
         TableArgs {
             topic: cfg.kafka.topic.clone(),
             group_id: cfg.kafka.group_id.clone(),
             decoder: Decoder::from_config(&cfg),
-            store,
+            store: table_store,
             target_names: names,
             engine: engine.clone(),
             dlq: dlq.clone(),
@@ -166,26 +241,207 @@ pub async fn run_with(
         },
     )
     .map_err(RunError::Startup)?;
-    let table_task = tokio::spawn(table.run(shut_rx.clone()));
+    let mut table_task = tokio::spawn(table.run(shut_rx.clone()));
+    notify::status(&format!("starting: rebuilding the desired state from {}", cfg.kafka.topic));
+
+    // READY=1 once the desired state is rebuilt (the table flips `ready`).
+    let ready_task = {
+        let (mut ready, store, oc) = (ready_rx.clone(), store.clone(), owned_count.clone());
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                let n = store.read().map(|s| s.len()).unwrap_or(0);
+                notify::ready(&status_line(n, oc.load(Ordering::Relaxed), total));
+            }
+        })
+    };
+    let reload_task = reload.map(|(reloader, mut hangup)| {
+        let (ready, store, oc) = (ready_rx.clone(), store.clone(), owned_count.clone());
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                // RELOADING=1 … READY=1 only once started: a READY=1 before that would end start-up early.
+                let started = *ready.borrow();
+                if started {
+                    notify::reloading();
+                }
+                let summary = reloader.reload();
+                if started {
+                    let n = store.read().map(|s| s.len()).unwrap_or(0);
+                    notify::ready(&format!("{}; {summary}", status_line(n, oc.load(Ordering::Relaxed), total)));
+                }
+            }
+        })
+    });
 
     stop.await;
-    tracing::info!("shutting down: draining in-flight reconciles");
+    let drain = Duration::from_secs(cfg.reconcile.drain_timeout_seconds);
+    notify::stopping("stopping: draining in-flight reconciles");
+    tracing::info!(drain_timeout_seconds = drain.as_secs(), "shutting down: draining in-flight reconciles");
+    if let Some(t) = reload_task {
+        t.abort();
+    }
+    ready_task.abort();
     shut_tx.send_replace(true);
-    let _ = table_task.await;
-    engine.shutdown(Duration::from_secs(cfg.reconcile.drain_timeout_seconds)).await;
+    // The table stops reading (it holds nothing that the topic does not) while in-flight reconciles drain.
+    let table_stop = async {
+        if tokio::time::timeout(drain, &mut table_task).await.is_err() {
+            table_task.abort();
+        }
+    };
+    tokio::join!(table_stop, engine.shutdown(drain));
     owner_task.abort();
-    leases.leave(poller).await;
-    let _ = http.await;
+    // Leaving the group hands the targets to another instance at once (not after the session timeout).
+    if tokio::time::timeout(Duration::from_secs(10), leases.leave(poller)).await.is_err() {
+        tracing::warn!("leaving the lease group timed out; the group drops this member after its session timeout");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers now (so neither kills the process during start-up) and resolves
+/// on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
+}
+
+/// SIGHUP: re-reads the config file for what can change without a restart, i.e. every target's credentials
+/// (`env:` / `file:`) and `log.level`. Everything else (Kafka settings, prefixes, targets added or removed,
+/// endpoints, rate limits, …) is compared with the running configuration and reported as needing a restart.
+pub struct Reloader {
+    path: PathBuf,
+    /// The configuration the daemon started with.
+    running: Config,
+    credentials: BTreeMap<String, SharedCredentials>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, running: Config, credentials: BTreeMap<String, SharedCredentials>) -> Self {
+        Reloader { path, running, credentials }
+    }
+
+    /// Applies what it can and logs what it did (never a secret); returns a one-line summary. A part that
+    /// fails keeps its old value and logs an error naming the config key.
+    pub fn reload(&self) -> String {
+        tracing::info!(config = %self.path.display(), "SIGHUP: reloading credentials and log level");
+        let new = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(config = %self.path.display(), error = %e, "reload failed: the config file is invalid; keeping the running credentials and log level");
+                return "reload failed: invalid config (see log)".into();
+            }
+        };
+        let mut failed = 0usize;
+        match logging::set_level(&new.log.level) {
+            Ok(logging::LevelChange::Changed { from, to }) => {
+                tracing::info!(key = "log.level", %from, %to, "reload: log level changed")
+            }
+            Ok(logging::LevelChange::OverriddenByEnv) => {
+                tracing::warn!(key = "log.level", "reload: RUST_LOG is set and wins over log.level; level unchanged")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failed += 1;
+                tracing::error!(key = "log.level", error = %e, "reload: cannot apply the log level; keeping the old one");
+            }
+        }
+        let (mut reloaded, mut changed) = (0usize, 0usize);
+        for (name, handle) in &self.credentials {
+            let key = format!("targets.{name}.credentials");
+            let Some(t) = new.targets.get(name) else {
+                tracing::warn!(target_name = %name, "reload: target removed from the config; it keeps running until a restart");
+                continue;
+            };
+            match crate::secret::SecretRef::parse(&t.credentials).and_then(|r| r.load_credentials()) {
+                Ok(c) => {
+                    let did_change = handle.replace(c);
+                    reloaded += 1;
+                    changed += usize::from(did_change);
+                    // The reference (env:NAME / file:PATH) is not a secret; the values never appear.
+                    tracing::info!(target_name = %name, %key, source = %t.credentials, changed = did_change, "reload: credentials reloaded");
+                }
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!(target_name = %name, %key, error = %e, "reload: cannot load credentials; keeping the old ones");
+                }
+            }
+        }
+        let restart = needs_restart(&self.running, &new);
+        if !restart.is_empty() {
+            tracing::warn!(keys = %restart.join(", "), "reload: these settings changed but only apply after a restart");
+        }
+        let mut summary = format!("reloaded credentials of {reloaded} targets ({changed} changed)");
+        if failed > 0 {
+            summary.push_str(&format!(", {failed} failed"));
+        }
+        if !restart.is_empty() {
+            summary.push_str(&format!(", restart pending for {}", restart.join(", ")));
+        }
+        tracing::info!(reloaded, changed, failed, "reload done");
+        summary
+    }
+}
+
+/// Config keys (sections, or target tables) that differ between the running and the re-read config and can
+/// only take effect through a restart. Credentials and `log.level` are excluded: SIGHUP applies them.
+pub fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
+    fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+        // Debug shows every field (secret values are never in Config, only env:/file: references).
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let mut out = Vec::new();
+    let k = (&running.kafka, &new.kafka);
+    for (name, d) in [
+        ("kafka.brokers", differs(&k.0.brokers, &k.1.brokers)),
+        ("kafka.topic", differs(&k.0.topic, &k.1.topic)),
+        ("kafka.group_id", differs(&k.0.group_id, &k.1.group_id)),
+        ("kafka.properties", differs(&k.0.properties, &k.1.properties)),
+        ("kafka (other settings)", {
+            let strip = |c: &crate::config::KafkaConfig| {
+                let mut c = c.clone();
+                c.brokers.clear();
+                c.topic.clear();
+                c.group_id.clear();
+                c.properties.clear();
+                c
+            };
+            differs(&strip(k.0), &strip(k.1))
+        }),
+        ("ownership", differs(&running.ownership, &new.ownership)),
+        ("metrics", differs(&running.metrics, &new.metrics)),
+        ("drift", differs(&running.drift, &new.drift)),
+        ("reconcile", differs(&running.reconcile, &new.reconcile)),
+        ("log.format", differs(&running.log.format, &new.log.format)),
+    ] {
+        if d {
+            out.push(name.to_string());
+        }
+    }
+    for (name, t) in &running.targets {
+        match new.targets.get(name) {
+            None => out.push(format!("targets.{name} (removed)")),
+            Some(n) => {
+                let (mut a, mut b) = (t.clone(), n.clone());
+                a.credentials.clear();
+                b.credentials.clear();
+                if differs(&a, &b) {
+                    out.push(format!("targets.{name}"));
+                }
+            }
+        }
+    }
+    for name in new.targets.keys().filter(|n| !running.targets.contains_key(*n)) {
+        out.push(format!("targets.{name} (added)"));
+    }
+    out
 }

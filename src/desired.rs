@@ -106,6 +106,11 @@ impl Store {
             .map(|(a, _)| a.as_ref())
     }
 
+    /// Every alias with its revision and desired keys by target (empty: absent everywhere).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &[(TargetId, Arc<str>)])> + '_ {
+        self.entries.iter().map(|(a, e)| (a.as_ref(), e.revision, &e.targets[..]))
+    }
+
     pub fn count(&self, target: TargetId) -> usize {
         self.per_target.get(target as usize).copied().unwrap_or(0)
     }

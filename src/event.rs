@@ -205,6 +205,11 @@ impl Decoder {
     }
 }
 
+/// The ownership guard: under a managed prefix, a valid name, never a reserved one.
+pub fn is_managed(prefixes: &[String], alias: &str) -> bool {
+    !is_reserved(alias) && check_alias_name(alias).is_ok() && prefixes.iter().any(|p| alias.starts_with(p.as_str()))
+}
+
 /// The intersection of the three clouds' rules: `alias/` + 1..=250 of [A-Za-z0-9/_-] (256 in all).
 pub fn check_alias_name(alias: &str) -> Result<(), Invalid> {
     let Some(rest) = alias.strip_prefix("alias/") else {

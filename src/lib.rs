@@ -2,6 +2,7 @@
 //! topic of desired state. Modules follow the data's path:
 //! source → event/desired → reconcile → provider; config, secret and telemetry serve them all.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod desired;

@@ -28,6 +28,7 @@ async fn setup(name: &str, extra_target: &str) -> Setup {
             ("euw1".into(), "eu-west-1".into(), extra_target.into()),
         ],
         extra: String::new(),
+        lease_partitions: 6,
     };
     Setup { cfg, prefix, use1: kms("us-east-1"), euw1: kms("eu-west-1") }
 }

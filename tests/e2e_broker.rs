@@ -20,6 +20,7 @@ async fn a_broker_restart_converges_without_operator_action() {
         prefix: prefix.clone(),
         targets: vec![("use1".into(), "us-east-1".into(), String::new())],
         extra: String::new(),
+        lease_partitions: 6,
     };
     let use1 = kms("us-east-1");
     let k = create_key(&use1).await;

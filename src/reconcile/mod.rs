@@ -64,9 +64,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// The ownership guard: only managed prefixes, never a reserved name, whatever an event says.
     pub fn may_touch(&self, alias: &str) -> bool {
-        !crate::event::is_reserved(alias)
-            && crate::event::check_alias_name(alias).is_ok()
-            && self.managed_prefixes.iter().any(|p| alias.starts_with(p.as_str()))
+        crate::event::is_managed(&self.managed_prefixes, alias)
     }
 }
 

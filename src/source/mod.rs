@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod dead_letter;
 pub mod leases;
+pub mod snapshot;
 pub mod table;
 
 use rdkafka::ClientConfig;

@@ -46,6 +46,8 @@ pub struct Table {
     remembered: HashMap<i32, VecDeque<Remembered>>,
     /// Per partition: the end offset at start; rebuilt once every position reaches it.
     rebuild_until: HashMap<i32, i64>,
+    /// Next offset to read, per partition (for the source lag gauge).
+    positions: HashMap<i32, i64>,
     ready: watch::Sender<bool>,
 }
 
@@ -85,6 +87,7 @@ impl Table {
             duty: BTreeSet::new(),
             remembered: HashMap::new(),
             rebuild_until: HashMap::new(),
+            positions: HashMap::new(),
             ready: a.ready,
         })
     }
@@ -103,6 +106,7 @@ impl Table {
                         tracing::error!(error = %e, "assigning desired-topic partitions failed");
                     } else {
                         tracing::info!(topic = %self.topic, partitions = ends.len(), "reading the desired topic from the beginning");
+                        self.positions = ends.keys().map(|&p| (p, 0)).collect();
                         self.rebuild_until = ends.into_iter().filter(|(_, end)| *end > 0).collect();
                         return true;
                     }
@@ -142,8 +146,10 @@ impl Table {
             return;
         }
         self.check_rebuilt();
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
+                _ = lag_tick.tick() => self.update_lag(),
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
                         let (p, o) = (m.partition(), m.offset());
@@ -166,7 +172,22 @@ impl Table {
         }
     }
 
+    /// Records not yet read, from the partitions' end offsets (one metadata round trip each).
+    fn update_lag(&self) {
+        let lag: i64 = tokio::task::block_in_place(|| {
+            self.positions
+                .iter()
+                .filter_map(|(&p, &pos)| {
+                    let (_, high) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)).ok()?;
+                    Some((high - pos).max(0))
+                })
+                .sum()
+        });
+        metrics().source_lag.set(lag);
+    }
+
     async fn handle(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.positions.insert(partition, offset + 1);
         let m = metrics();
         match self.decoder.decode(key, value) {
             Ok(ev) => {

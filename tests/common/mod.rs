@@ -179,8 +179,17 @@ pub struct Daemon {
     _dir: std::sync::Arc<tempfile::TempDir>,
 }
 
+/// A port below Linux's ephemeral range (32768+), so outgoing connections cannot take it between
+/// our probe and the daemon's bind; unique per test binary through the pid and a counter.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 21000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 20;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Writes a config for `topic` with the given target tables and starts the daemon.
@@ -191,6 +200,7 @@ pub struct DaemonConfig {
     /// (name, region, extra TOML lines)
     pub targets: Vec<(String, String, String)>,
     pub extra: String,
+    pub lease_partitions: i32,
 }
 
 impl DaemonConfig {
@@ -200,7 +210,7 @@ impl DaemonConfig {
 brokers = "{brokers}"
 topic = "{topic}"
 group_id = "{group}"
-lease_partitions = 6
+lease_partitions = {lease}
 lease_session_timeout_ms = 6000
 [ownership]
 managed_prefixes = ["{prefix}"]
@@ -216,11 +226,14 @@ backoff_max_ms = 2000
             group = self.group,
             prefix = self.prefix,
             extra = self.extra,
+            lease = self.lease_partitions,
         );
         for (name, region, more) in &self.targets {
+            // A target's own `endpoint =` replaces moto's.
+            let endpoint =
+                if more.contains("endpoint =") { String::new() } else { format!("endpoint = \"{}\"\n", moto_url()) };
             s.push_str(&format!(
-                "[targets.{name}]\nprovider = \"aws\"\nregion = \"{region}\"\nendpoint = \"{moto}\"\ncredentials = \"env:E2E_AWS\"\n{more}\n",
-                moto = moto_url()
+                "[targets.{name}]\nprovider = \"aws\"\nregion = \"{region}\"\n{endpoint}credentials = \"env:E2E_AWS\"\n{more}\n"
             ));
         }
         s
@@ -235,7 +248,8 @@ impl Daemon {
 
     fn start_in(cfg: &DaemonConfig, dir: std::sync::Arc<tempfile::TempDir>) -> Daemon {
         let port = free_port();
-        let config = dir.path().join("aliassync.toml");
+        // One file per process: instances sharing a directory must not overwrite each other's config.
+        let config = dir.path().join(format!("aliassync-{port}.toml"));
         std::fs::write(&config, cfg.render(port)).unwrap();
         let log = dir.path().join(format!("daemon-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_aliassync"))
@@ -327,4 +341,40 @@ pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Runs an `aliassync` subcommand with this config; returns (exit code, stdout, stderr).
+pub fn cli(cfg: &DaemonConfig, args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aliassync.toml");
+    std::fs::write(&config, cfg.render(free_port())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_aliassync"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env("E2E_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("E2E_AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The /status document.
+pub async fn status(d: &Daemon) -> serde_json::Value {
+    let (_, s) = d.get("/status").await.expect("status");
+    serde_json::from_str(&s).unwrap()
+}
+
+/// Names of the targets a daemon owns, from /status.
+pub async fn owned(d: &Daemon) -> Vec<String> {
+    let Some((_, s)) = d.get("/status").await else { return Vec::new() };
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+    v["targets"]
+        .as_array()
+        .map(|ts| ts.iter().filter(|t| t["owned"] == true).map(|t| t["name"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
 }

@@ -37,9 +37,8 @@ pub fn handle(app: &App, req: &RawRequest) -> Response {
         Some(Ok(c)) => Some(c),
         None => None,
     };
-    let body = || -> Result<Value, Response> {
-        serde_json::from_slice(&req.body).map_err(|e| bad(format!("body is not JSON: {e}")))
-    };
+    let body =
+        || -> Result<Value, String> { serde_json::from_slice(&req.body).map_err(|e| format!("body is not JSON: {e}")) };
     let path = req.path.trim_end_matches('/');
     match (&req.method, path) {
         (&Method::GET, "/_emulator/health") => reply(200, json!({ "ok": true })),
@@ -57,7 +56,7 @@ pub fn handle(app: &App, req: &RawRequest) -> Response {
         }
         (&Method::GET, "/_emulator/faults") => reply(200, json!({ "rules": app.faults.list() })),
         (&Method::POST, "/_emulator/faults") => match body() {
-            Err(r) => r,
+            Err(e) => bad(e),
             Ok(v) => match serde_json::from_value::<FaultRule>(v) {
                 Err(e) => bad(format!("invalid fault rule: {e}")),
                 Ok(rule) => match rule.validate() {
@@ -81,14 +80,8 @@ pub fn handle(app: &App, req: &RawRequest) -> Response {
             tracing::info!("reset");
             reply(200, json!({ "ok": true }))
         }
-        (&Method::POST, "/_emulator/keys") => match body() {
-            Err(r) => r,
-            Ok(v) => put_key(app, &v).unwrap_or_else(bad),
-        },
-        (&Method::POST, "/_emulator/aliases") => match body() {
-            Err(r) => r,
-            Ok(v) => put_alias(app, &v).unwrap_or_else(bad),
-        },
+        (&Method::POST, "/_emulator/keys") => body().and_then(|v| put_key(app, &v)).unwrap_or_else(bad),
+        (&Method::POST, "/_emulator/aliases") => body().and_then(|v| put_alias(app, &v)).unwrap_or_else(bad),
         _ => reply(404, json!({ "error": format!("no admin endpoint {} {}", req.method, req.path) })),
     }
 }

@@ -133,3 +133,32 @@ pub fn derive_account(cloud: Cloud, access_key_id: &str) -> String {
         Cloud::Huawei => hex::encode(&digest[..16]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_accounts_have_the_clouds_shapes() {
+        let aws = derive_account(Cloud::Aws, "AKIAX");
+        assert!(aws.len() == 12 && aws.bytes().all(|b| b.is_ascii_digit()));
+        let ali = derive_account(Cloud::Alibaba, "LTAIX");
+        assert!(ali.len() == 16 && ali.bytes().all(|b| b.is_ascii_digit()));
+        let hw = derive_account(Cloud::Huawei, "HPUAX");
+        assert!(hw.len() == 32 && hw.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(aws, derive_account(Cloud::Aws, "AKIAX"));
+    }
+
+    #[test]
+    fn defaults_and_file() {
+        let c = Credentials::defaults();
+        assert_eq!(c.account_for(Cloud::Aws, "AKIDEXAMPLE"), "123456789012");
+        assert!(c.get(Cloud::Alibaba, "AKIDEXAMPLE").is_none());
+        let dir = std::env::temp_dir().join(format!("kms-emulator-creds-{}", std::process::id()));
+        std::fs::write(&dir, "[[credential]]\ncloud = \"huawei\"\naccess_key_id = \"A\"\nsecret = \"S\"\n").unwrap();
+        let c = Credentials::load(&dir).unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert_eq!(c.get(Cloud::Huawei, "A").unwrap().secret, "S");
+        assert!(c.get(Cloud::Aws, "AKIDEXAMPLE").is_none());
+    }
+}

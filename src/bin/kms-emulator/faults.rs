@@ -102,7 +102,11 @@ impl FaultRule {
                 return Err("errors[].status must be a 4xx or 5xx".into());
             }
         }
-        if self.throttle.values().any(|r| !(*r > 0.0)) || self.throttle_burst.is_some_and(|b| !(b >= 1.0)) {
+        // Written to refuse NaN and infinities too.
+        let bad_rate = |r: f64| !r.is_finite() || r <= 0.0;
+        if self.throttle.values().any(|r| bad_rate(*r))
+            || self.throttle_burst.is_some_and(|b| !b.is_finite() || b < 1.0)
+        {
             return Err("throttle rates must be > 0 and throttle_burst >= 1".into());
         }
         Ok(())
@@ -223,7 +227,7 @@ impl Faults {
         let mut rng = rand::rng();
         for r in rules.iter_mut().filter(|r| r.rule.matches(info)) {
             for (i, e) in r.rule.errors.iter().enumerate() {
-                if !e.operations.is_empty() && !e.operations.iter().any(|o| *o == info.operation) {
+                if !e.operations.is_empty() && !e.operations.contains(&info.operation) {
                     continue;
                 }
                 if r.remaining[i] == Some(0) {
@@ -241,5 +245,72 @@ impl Faults {
             }
         }
         Late::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(op: &str, class: OpClass, region: &str) -> CallInfo {
+        CallInfo { cloud: Cloud::Aws, operation: op.into(), class, account: "1".into(), region: region.into() }
+    }
+
+    fn rule(json: serde_json::Value) -> FaultRule {
+        let r: FaultRule = serde_json::from_value(json).unwrap();
+        r.validate().unwrap();
+        r
+    }
+
+    #[test]
+    fn throttle_per_class_and_scope() {
+        let f = Faults::default();
+        f.set(rule(serde_json::json!({"cloud": "aws", "throttle": {"write": 1}, "throttle_burst": 2})));
+        let w = info("CreateAlias", OpClass::Write, "r1");
+        assert!(matches!(f.late(&w), Late::Pass));
+        assert!(matches!(f.late(&w), Late::Pass));
+        assert!(matches!(f.late(&w), Late::Throttled));
+        assert!(matches!(f.late(&info("ListAliases", OpClass::Read, "r1")), Late::Pass));
+        // Another region has its own bucket.
+        assert!(matches!(f.late(&info("CreateAlias", OpClass::Write, "r2")), Late::Pass));
+    }
+
+    #[test]
+    fn error_count_and_operations() {
+        let f = Faults::default();
+        f.set(rule(serde_json::json!({"cloud": "aws", "region": "r1",
+            "errors": [{"code": "KMSInternalException", "operations": ["CreateAlias"], "count": 1}]})));
+        assert!(matches!(f.late(&info("DeleteAlias", OpClass::Write, "r1")), Late::Pass));
+        assert!(matches!(f.late(&info("CreateAlias", OpClass::Write, "r2")), Late::Pass));
+        match f.late(&info("CreateAlias", OpClass::Write, "r1")) {
+            Late::Inject(e) => assert_eq!((e.status, e.code.as_str()), (500, "KMSInternalException")),
+            _ => panic!("expected an injected error"),
+        }
+        assert!(matches!(f.late(&info("CreateAlias", OpClass::Write, "r1")), Late::Pass));
+    }
+
+    #[test]
+    fn selectors_replace_and_latency_is_the_largest() {
+        let f = Faults::default();
+        f.set(rule(serde_json::json!({"cloud": "aws", "latency_ms": 10})));
+        f.set(rule(serde_json::json!({"cloud": "aws", "latency_ms": 20})));
+        f.set(rule(serde_json::json!({"cloud": "aws", "region": "r1", "latency_ms": 5, "outage": "503"})));
+        assert_eq!(f.list().len(), 2);
+        let e = f.early(&info("X", OpClass::Read, "r1"));
+        assert_eq!((e.latency, e.outage), (Duration::from_millis(20), Some(Outage::Unavailable)));
+        assert_eq!(f.early(&info("X", OpClass::Read, "r2")).outage, None);
+        assert_eq!(f.clear(Some(Cloud::Aws), Some("r1"), None), 1);
+    }
+
+    #[test]
+    fn invalid_rules() {
+        for bad in [
+            serde_json::json!({"cloud": "aws", "errors": [{"code": "X", "rate": 1.5}]}),
+            serde_json::json!({"cloud": "aws", "throttle": {"write": 0}}),
+        ] {
+            let r: FaultRule = serde_json::from_value(bad).unwrap();
+            assert!(r.validate().is_err());
+        }
+        assert!(serde_json::from_value::<FaultRule>(serde_json::json!({"cloud": "aws", "bogus": 1})).is_err());
     }
 }

@@ -64,3 +64,31 @@ pub fn check(rules: &AliasRules, name: &str) -> Result<(), NameError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_rules() {
+        assert_eq!(check(&AWS, "alias/app/x-1_2"), Ok(()));
+        assert_eq!(check(&AWS, "app/x"), Err(NameError::MissingPrefix));
+        assert_eq!(check(&AWS, "alias/"), Err(NameError::Empty));
+        assert_eq!(check(&AWS, "alias/aws/ebs"), Err(NameError::Reserved));
+        assert_eq!(check(&AWS, "alias/a:b"), Err(NameError::Colon));
+        assert_eq!(check(&AWS, "alias/a b"), Err(NameError::BadCharacter));
+        assert_eq!(check(&AWS, &format!("alias/{}", "x".repeat(250))), Ok(()));
+        assert_eq!(check(&AWS, &format!("alias/{}", "x".repeat(251))), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn alibaba_and_huawei_rules() {
+        assert_eq!(check(&ALIBABA, &format!("alias/{}", "x".repeat(255))), Ok(()));
+        assert_eq!(check(&ALIBABA, &format!("alias/{}", "x".repeat(256))), Err(NameError::TooLong));
+        assert_eq!(check(&ALIBABA, "alias/acs/ecs"), Err(NameError::Reserved));
+        assert_eq!(check(&huawei(true), "alias/a:b"), Ok(()));
+        assert_eq!(check(&huawei(true), "kms-1234"), Err(NameError::MissingPrefix));
+        assert_eq!(check(&huawei(false), "kms-1234"), Ok(()));
+        assert_eq!(check(&huawei(false), "kms 1234"), Err(NameError::BadCharacter));
+    }
+}
