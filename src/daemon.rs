@@ -162,32 +162,38 @@ async fn run_inner(
         .map_err(|e| RunError::Startup(format!("metrics.listen {addr}: {e}")))?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), targets = names.len(), "aliassync starting");
 
-    // Topics the daemon owns; the broker may still be starting, so keep trying.
+    // Topics the daemon owns; the broker may still be starting (or refusing us), so keep trying, and let
+    // SIGTERM end the wait at any point.
     let mut delay = Duration::from_millis(500);
     loop {
-        let r = async {
+        let attempt = async {
             admin::ensure_topic(&base, &cfg.lease_topic(), cfg.kafka.lease_partitions, &[]).await?;
             admin::ensure_topic(&base, &cfg.dead_letter_topic(), 1, &[]).await
-        }
-        .await;
-        match r {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create the lease / dead-letter topics; retrying");
-                notify::status(&format!("starting: Kafka unavailable ({e}); retrying"));
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = &mut stop => {
-                notify::stopping("stopping: Kafka was never reached");
-                shut_tx.send_replace(true);
-                let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
-                if let Some(w) = watchdog {
-                    w.abort();
+        };
+        let stopped = tokio::select! {
+            r = attempt => match r {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create the lease / dead-letter topics; retrying");
+                    notify::status(&format!("starting: Kafka unavailable ({e}); retrying"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => false,
+                        _ = &mut stop => true,
+                    }
                 }
-                return Ok(());
+            },
+            _ = &mut stop => true,
+        };
+        if stopped {
+            notify::stopping("stopping: Kafka was never reached");
+            tracing::info!("shutting down before Kafka was reached");
+            shut_tx.send_replace(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+            if let Some(w) = watchdog {
+                w.abort();
             }
+            tracing::info!("stopped");
+            return Ok(());
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }

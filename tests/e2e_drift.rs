@@ -223,6 +223,20 @@ async fn instances_share_targets_report_drift_once_and_survive_a_kill() {
         true
     })
     .await;
+    // Invalid events: exactly one instance dead-letters each (the owner of its partition's duty).
+    for i in 0..6 {
+        send(&p, &cfg.topic, Some(&format!("{prefix}bad{i}")), Some("not json")).await;
+    }
+    let dlq = format!("{}.dlq", cfg.topic);
+    wait_for("6 dead letters", Duration::from_secs(30), || async { read_topic(&dlq).len() >= 6 }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(read_topic(&dlq).len(), 6, "each invalid event dead-lettered by one instance only");
+    assert_eq!(
+        a.metric("aliassync_dead_letters_total", &[("reason", "malformed_json")]).await
+            + b.metric("aliassync_dead_letters_total", &[("reason", "malformed_json")]).await,
+        6.0
+    );
+
     // Drift in every target: each reported once, by its owner.
     for (c, k) in clients.iter().zip(&keys) {
         c.delete_alias(&format!("{prefix}h0"), None).await.unwrap();

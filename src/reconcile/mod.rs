@@ -87,7 +87,12 @@ struct Target {
     /// While a scan's listing is in flight: aliases written since it began (their listed value may be stale).
     writes_during_scan: Mutex<Option<HashSet<Box<str>>>>,
     drift: Mutex<Option<DriftStatus>>,
+    /// Aliases whose last reconcile failed permanently, and when: drift scans do not retry them
+    /// (and dead-letter them again) more often than `FAILED_RETRY`; a new event always does.
+    failed: Mutex<HashMap<Box<str>, tokio::time::Instant>>,
 }
+
+const FAILED_RETRY: Duration = Duration::from_secs(3600);
 
 /// The last scan's findings, for /status.
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +167,7 @@ impl Engine {
                     prune: s.prune,
                     writes_during_scan: Mutex::new(None),
                     drift: Mutex::new(None),
+                    failed: Mutex::new(HashMap::new()),
                 })
             })
             .collect();
@@ -195,6 +201,7 @@ impl Engine {
         for &id in targets {
             let Some(t) = self.inner.targets.get(id as usize) else { continue };
             if *t.owned.borrow() {
+                t.failed.lock().unwrap().remove(&*alias);
                 t.queue.lock().unwrap().add(alias.clone(), now);
                 t.notify.notify_one();
             }

@@ -11,7 +11,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::decide::{decide, Action};
 use super::queue::Done;
-use super::{unix_now, DriftStatus, Inner, PermanentFailure, Target, DRIFT_DETAILS, RECENT_FAILURES};
+use super::{unix_now, DriftStatus, Inner, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY, RECENT_FAILURES};
 use crate::config::Mode;
 use crate::drift::Kind;
 use crate::provider::LiveAlias;
@@ -154,8 +154,10 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
     }
     if t.mode == Mode::Enforce {
         let now = Instant::now();
+        let failed = t.failed.lock().unwrap();
         for d in &report.drifted {
-            if !(d.kind == Kind::Orphan && d.unknown && !t.prune) {
+            let recently_failed = failed.get(d.alias.as_str()).is_some_and(|at| now.duration_since(*at) < FAILED_RETRY);
+            if !(d.kind == Kind::Orphan && d.unknown && !t.prune) && !recently_failed {
                 q.add(Arc::from(d.alias.as_str()), now);
             }
         }
@@ -309,6 +311,7 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
                 tracing::info!(target_name = %t.name, alias, action = done.label(), key = ?desired.as_deref(), "reconciled");
             }
             m.reconcile.with_label_values(&[&t.name, done.label(), "ok"]).inc();
+            t.failed.lock().unwrap().remove(alias);
             Done::Success
         }
         Err(e) => {
@@ -342,6 +345,7 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
                     fl.push_back(f.clone());
                 }
                 inner.sink.permanent(f);
+                t.failed.lock().unwrap().insert(alias.into(), Instant::now());
                 Done::Drop
             }
         }

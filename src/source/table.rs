@@ -42,7 +42,8 @@ pub struct Table {
     dlq: DeadLetters,
     lease_partitions: i32,
     leases: watch::Receiver<BTreeSet<i32>>,
-    duty: BTreeSet<i32>,
+    /// Desired partitions this instance dead-letters for → the next offset to dead-letter from.
+    duty: HashMap<i32, i64>,
     remembered: HashMap<i32, VecDeque<Remembered>>,
     /// Per partition: the end offset at start; rebuilt once every position reaches it.
     rebuild_until: HashMap<i32, i64>,
@@ -84,7 +85,7 @@ impl Table {
             dlq: a.dlq,
             lease_partitions: a.lease_partitions,
             leases: a.leases,
-            duty: BTreeSet::new(),
+            duty: HashMap::new(),
             remembered: HashMap::new(),
             rebuild_until: HashMap::new(),
             positions: HashMap::new(),
@@ -146,6 +147,8 @@ impl Table {
             return;
         }
         self.check_rebuilt();
+        // The lease may have been assigned before this reader subscribed to changes.
+        self.update_duty().await;
         let mut lag_tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
@@ -215,9 +218,13 @@ impl Table {
             }
             Err(invalid) => {
                 m.events.with_label_values(&["invalid"]).inc();
-                if self.duty.contains(&lease_partition_of_desired(partition, self.lease_partitions)) {
-                    self.dead_letter(partition, offset, key, value, &invalid).await;
-                    self.commit(partition, offset + 1);
+                if let Some(&from) = self.duty.get(&partition) {
+                    // Below `from`: dead-lettered before (by us before a restart, or a previous owner).
+                    if offset >= from {
+                        self.dead_letter(partition, offset, key, value, &invalid).await;
+                        self.commit(partition, offset + 1);
+                        self.duty.insert(partition, offset + 1);
+                    }
                 } else {
                     let r = self.remembered.entry(partition).or_default();
                     if r.len() == REMEMBER_INVALID {
@@ -267,52 +274,43 @@ impl Table {
             .await;
     }
 
+    /// Records dead-letter progress. Synchronous and retried: a lost commit means duplicates after a
+    /// restart (a new group's coordinator may still be loading on the first try). Invalid events are rare.
     fn commit(&self, partition: i32, next: i64) {
         let mut tpl = TopicPartitionList::new();
-        if tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next)).is_ok() {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(partition, error = %e, "committing dead-letter progress failed");
+        if tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next)).is_err() {
+            return;
+        }
+        for attempt in 1..=10 {
+            match tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
+                Ok(()) => return,
+                Err(e) if attempt == 10 => {
+                    tracing::warn!(partition, error = %e, "committing dead-letter progress failed; a restart may repeat dead letters")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100 * attempt)),
             }
         }
     }
 
-    /// Lease partitions changed: take up dead-letter duty for newly owned desired partitions,
-    /// sending what the previous owner had not yet sent.
+    /// Lease partitions changed: take up dead-letter duty for newly owned desired partitions, from
+    /// their committed progress, sending what the previous owner had not yet sent.
     async fn update_duty(&mut self) {
         let owned = self.leases.borrow_and_update().clone();
-        let gained: Vec<i32> = owned.difference(&self.duty).copied().collect();
-        self.duty = owned;
+        let mine: BTreeSet<i32> = self
+            .positions
+            .keys()
+            .copied()
+            .filter(|p| owned.contains(&lease_partition_of_desired(*p, self.lease_partitions)))
+            .collect();
+        self.duty.retain(|p, _| mine.contains(p));
+        let gained: Vec<i32> = mine.into_iter().filter(|p| !self.duty.contains_key(p)).collect();
         if gained.is_empty() {
             return;
         }
-        let parts: Vec<i32> = self
-            .remembered
-            .keys()
-            .copied()
-            .filter(|p| gained.contains(&lease_partition_of_desired(*p, self.lease_partitions)))
-            .collect();
-        if parts.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for p in &parts {
-            let _ = tpl.add_partition(&self.topic, *p);
-        }
-        let committed = match tokio::task::block_in_place(|| {
-            self.consumer.committed_offsets(tpl, Duration::from_secs(10))
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                // Sending them all is safer than losing them: duplicates in the DLQ are tolerable.
-                tracing::warn!(error = %e, "reading dead-letter progress failed; re-sending remembered invalid events");
-                TopicPartitionList::new()
-            }
-        };
-        for p in parts {
-            let from = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            };
+        let committed = self.committed(&gained);
+        for p in gained {
+            let from = committed.get(&p).copied().unwrap_or(0);
+            self.duty.insert(p, from);
             let Some(list) = self.remembered.remove(&p) else { continue };
             let mut last = None;
             for r in list.iter().filter(|r| r.offset >= from) {
@@ -321,7 +319,36 @@ impl Table {
             }
             if let Some(o) = last {
                 self.commit(p, o + 1);
+                self.duty.insert(p, o + 1);
             }
         }
+    }
+
+    /// Committed dead-letter progress per partition (absent: nothing committed yet).
+    fn committed(&self, parts: &[i32]) -> HashMap<i32, i64> {
+        let mut tpl = TopicPartitionList::new();
+        for p in parts {
+            let _ = tpl.add_partition(&self.topic, *p);
+        }
+        for attempt in 1..=10u64 {
+            match tokio::task::block_in_place(|| self.consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)))
+            {
+                Ok(c) => {
+                    return parts
+                        .iter()
+                        .filter_map(|&p| match c.find_partition(&self.topic, p)?.offset() {
+                            Offset::Offset(o) => Some((p, o)),
+                            _ => None,
+                        })
+                        .collect()
+                }
+                Err(e) if attempt == 10 => {
+                    // Re-sending is safer than losing dead letters: duplicates are tolerable.
+                    tracing::warn!(error = %e, "reading dead-letter progress failed; invalid events may be dead-lettered again");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100 * attempt)),
+            }
+        }
+        HashMap::new()
     }
 }

@@ -129,6 +129,16 @@ impl Metrics {
             registry: r,
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Known label values start at 0, so rate() and increase() see the first event.
+        for o in ["applied", "stale", "invalid"] {
+            m.events.with_label_values(&[o]);
+        }
+        for r in crate::event::Reason::ALL {
+            m.dead_letters.with_label_values(&[r.as_str()]);
+        }
+        m.dead_letters.with_label_values(&["reconcile_failed"]);
+        // process_* (RSS, CPU, fds, start time): restart loops and the memory budget.
+        let _ = m.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         m
     }
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the Debian package (cargo-deb, installed from crates.io into ~/.cargo/bin once), installs it with
+# dpkg on this machine, checks what it put where, runs systemd-analyze on the installed unit, then purges it.
+# The service is never started (PID 1 need not be systemd; the maintainer scripts cope with that).
+# Needs root (dpkg). Run by tests/run.sh; alone: `bash tests/deb.sh`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CARGO_DEB_VERSION=3.8.0
+PKG=aliassync
+fail() { echo "deb: FAIL: $*" >&2; exit 1; }
+ok() { echo "deb: ok: $*"; }
+
+((EUID == 0)) || { echo "deb: skipped (dpkg -i needs root)"; exit 0; }
+
+if [[ $(cargo deb --version 2>/dev/null) != *"$CARGO_DEB_VERSION"* ]]; then
+  echo "deb: installing cargo-deb $CARGO_DEB_VERSION (once; cached in ~/.cargo/bin)"
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
+
+# Only the daemon binary, in release; cargo-deb packages it as built.
+cargo build --release --bin aliassync --quiet
+deb=$(cargo deb --no-build --quiet --output target/debian 2>&1 | tail -n 1)
+[[ -f $deb ]] || fail "cargo deb produced no package (output: $deb)"
+ok "built $deb ($(du -h "$deb" | cut -f1))"
+
+purge() { dpkg -P "$PKG" >/dev/null 2>&1 || true; }
+if dpkg-query -W "$PKG" >/dev/null 2>&1; then
+  echo "deb: $PKG was installed before this test; purging it first"
+  purge
+fi
+trap purge EXIT
+
+dpkg -i "$deb" >/dev/null || fail "dpkg -i $deb"
+ok "installed"
+
+for f in /usr/bin/aliassync /lib/systemd/system/aliassync.service /etc/aliassync/aliassync.toml \
+  /usr/share/doc/aliassync/copyright /usr/share/doc/aliassync/OPERATIONS.md \
+  /usr/share/doc/aliassync/credentials.example/aws-prod; do
+  [[ -f $f ]] || fail "missing $f"
+done
+ok "files in place"
+if [[ -d config/alerts ]]; then
+  for f in config/alerts/*.yml; do
+    [[ -f /usr/share/aliassync/alerts/$(basename "$f") ]] || fail "alert rules $f not in /usr/share/aliassync/alerts/"
+  done
+  ok "alert rules in /usr/share/aliassync/alerts/"
+fi
+[[ -x /usr/bin/aliassync ]] && /usr/bin/aliassync --version | grep -q "aliassync" || fail "/usr/bin/aliassync --version"
+dpkg-query -W -f='${Conffiles}\n' "$PKG" | grep -q '/etc/aliassync/aliassync.toml' ||
+  fail "/etc/aliassync/aliassync.toml is not a conffile"
+[[ $(stat -c '%a %U' /etc/aliassync/credentials) == "700 root" ]] || fail "/etc/aliassync/credentials is not root 0700"
+ok "conffile, binary, credentials dir"
+
+# The installed unit as systemd reads it (the real /usr/bin/aliassync this time).
+out=$(systemd-analyze verify /lib/systemd/system/aliassync.service 2>&1) || fail "systemd-analyze verify: $out"
+if grep -q aliassync <<<"$out"; then fail "systemd-analyze verify warnings: $out"; fi
+ok "systemd-analyze verify /lib/systemd/system/aliassync.service"
+exposure=$(systemd-analyze security --offline=yes /lib/systemd/system/aliassync.service 2>&1 |
+  sed -n 's/.*Overall exposure level for aliassync.service: \([0-9.]*\).*/\1/p')
+[[ -n $exposure ]] && python3 -c "import sys; sys.exit(0 if float('$exposure') <= 2.0 else 1)" ||
+  fail "exposure ${exposure:-unknown} > 2.0"
+ok "systemd-analyze security: exposure $exposure"
+
+# The shipped example config is valid with the shipped example credentials, as the unit's ExecStartPre runs it.
+CREDENTIALS_DIRECTORY=/usr/share/doc/aliassync/credentials.example \
+  /usr/bin/aliassync check-config --config /etc/aliassync/aliassync.toml >/dev/null ||
+  fail "check-config of the shipped example config"
+ok "check-config of /etc/aliassync/aliassync.toml"
+
+dpkg -r "$PKG" >/dev/null || fail "dpkg -r"
+[[ ! -e /usr/bin/aliassync && ! -e /lib/systemd/system/aliassync.service ]] || fail "files left after dpkg -r"
+[[ -f /etc/aliassync/aliassync.toml ]] || fail "dpkg -r removed the conffile (only purge should)"
+dpkg -P "$PKG" >/dev/null || fail "dpkg -P"
+[[ ! -e /etc/aliassync ]] || fail "/etc/aliassync left after purge"
+trap - EXIT
+ok "removed and purged"
+echo "deb: all checks passed"
