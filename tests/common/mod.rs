@@ -28,6 +28,98 @@ pub fn brokers() -> String {
     env_or_explain("KAFKA_BROKERS")
 }
 
+/// The KMS emulator (src/bin/kms-emulator) on a free port, stopped on drop.
+pub struct Emulator {
+    child: Child,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("kms-emulator-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_kms-emulator"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "emulator did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Emulator { child, url, http: reqwest::Client::new() }
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut r = self.http.request(method, format!("{}/_emulator/{path}", self.url));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "emulator admin {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Creates a key in a cloud scope (`who` = the access key or, for Huawei, the project).
+    pub async fn key(&self, cloud: &str, who: &str, region: &str) -> String {
+        let scope = if cloud == "huawei" { "project" } else { "access_key_id" };
+        let v = self
+            .admin(
+                reqwest::Method::POST,
+                "keys",
+                Some(serde_json::json!({"cloud": cloud, scope: who, "region": region})),
+            )
+            .await;
+        v["key_id"].as_str().unwrap().to_string()
+    }
+
+    /// Aliases (name → key) in one cloud and region, across accounts, under `prefix`.
+    pub async fn aliases(&self, cloud: &str, region: &str, prefix: &str) -> HashMap<String, String> {
+        let v = self.admin(reqwest::Method::GET, &format!("state?cloud={cloud}&region={region}"), None).await;
+        let mut out = HashMap::new();
+        for (_, regions) in v[cloud].as_object().into_iter().flatten() {
+            for (a, k) in regions[region]["aliases"].as_object().into_iter().flatten() {
+                if a.starts_with(prefix) {
+                    out.insert(a.clone(), k.as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Calls counted by the emulator for one cloud and region: operation → (calls, throttled).
+    pub async fn calls(&self, cloud: &str, region: &str) -> HashMap<String, (u64, u64)> {
+        let v = self.admin(reqwest::Method::GET, &format!("calls?cloud={cloud}"), None).await;
+        let mut out: HashMap<String, (u64, u64)> = HashMap::new();
+        for c in v["calls"].as_array().into_iter().flatten() {
+            if c["region"] == region {
+                let e = out.entry(c["operation"].as_str().unwrap().to_string()).or_default();
+                e.0 += c["calls"].as_u64().unwrap_or(0);
+                e.1 += c["throttled"].as_u64().unwrap_or(0);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn moto_url() -> String {
     env_or_explain("MOTO_URL")
 }
@@ -230,11 +322,12 @@ backoff_max_ms = 2000
         );
         for (name, region, more) in &self.targets {
             // A target's own `endpoint =` replaces moto's.
-            let endpoint =
-                if more.contains("endpoint =") { String::new() } else { format!("endpoint = \"{}\"\n", moto_url()) };
-            s.push_str(&format!(
-                "[targets.{name}]\nprovider = \"aws\"\nregion = \"{region}\"\n{endpoint}credentials = \"env:E2E_AWS\"\n{more}\n"
-            ));
+            let default =
+                |key: &str, line: String| if more.contains(&format!("{key} =")) { String::new() } else { line };
+            let endpoint = default("endpoint", format!("endpoint = \"{}\"\n", moto_url()));
+            let provider = default("provider", "provider = \"aws\"\n".into());
+            let creds = default("credentials", "credentials = \"env:E2E_AWS\"\n".into());
+            s.push_str(&format!("[targets.{name}]\n{provider}region = \"{region}\"\n{endpoint}{creds}{more}\n"));
         }
         s
     }
@@ -257,6 +350,10 @@ impl Daemon {
             .arg(&config)
             .env("E2E_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
             .env("E2E_AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+            .env("E2E_ALI_ACCESS_KEY_ID", "LTAI5tFakeAccessKeyId01")
+            .env("E2E_ALI_SECRET_ACCESS_KEY", "FakeAccessKeySecret0123456789abcd")
+            .env("E2E_HW_ACCESS_KEY_ID", "HPUAFAKEACCESSKEY0001")
+            .env("E2E_HW_SECRET_ACCESS_KEY", "FakeSecretKey0123456789abcdefghijklmnopq")
             .env("RUST_LOG", "info,aliassync=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
