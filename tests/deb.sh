@@ -20,8 +20,9 @@ fi
 
 # Only the daemon binary, in release; cargo-deb packages it as built.
 cargo build --release --bin aliassync --quiet
-deb=$(cargo deb --no-build --quiet --output target/debian 2>&1 | tail -n 1)
-[[ -f $deb ]] || fail "cargo deb produced no package (output: $deb)"
+out=$(cargo deb --no-build --strip --output target/debian 2>&1) || fail "cargo deb: $out"
+deb=$(tail -n 1 <<<"$out")
+[[ -f $deb ]] || fail "cargo deb produced no package: $out"
 ok "built $deb ($(du -h "$deb" | cut -f1))"
 
 purge() { dpkg -P "$PKG" >/dev/null 2>&1 || true; }

@@ -195,7 +195,7 @@ async fn a_throttling_cloud_is_kept_within_its_quota_and_converges() {
     );
     assert!(rate < 10.0, "AIMD lowered the rate: {rate}");
     // Without adapting, 10/s against 2/s would be throttled about 80% of the time.
-    assert!((throttled as f64) < 0.5 * total as f64, "{throttled} of {total} throttled");
+    assert!((throttled as f64) < 0.3 * total as f64, "{throttled} of {total} throttled");
     // The other AWS region has its own bucket and was never slowed.
     assert_eq!(c.live().await[1].len(), n);
     assert_eq!(d.metric("aliassync_rate_limit_per_second", &[("target", "euw1"), ("class", "write")]).await, 5.0);

@@ -5,9 +5,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash tests/support/rig.sh up
-trap 'bash tests/support/rig.sh down' EXIT
+trap 'bash tests/support/kafka-sasl.sh stop; bash tests/support/rig.sh down' EXIT
 # shellcheck disable=SC1091
 source target/rig/env
+# A second broker that only speaks SASL/SCRAM-SHA-512 (tests/e2e_systemd.rs); stopped by PID on exit.
+bash tests/support/kafka-sasl.sh start >/dev/null
+# shellcheck disable=SC1091
+source target/rig/kafka-sasl/env
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -18,4 +22,6 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test (unit, integration, end to end against Kafka $KAFKA_BROKERS and moto $MOTO_URL)"
 cargo build --bins
 cargo test --all-targets -- --test-threads=2
+step "Debian package: cargo deb, dpkg -i, systemd-analyze verify/security of the installed unit, dpkg -P"
+bash tests/deb.sh
 step "all tests passed"

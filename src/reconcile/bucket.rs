@@ -47,11 +47,12 @@ impl TokenBucket {
         self.tokens = self.tokens.min(0.0);
     }
 
-    /// Additive increase: 5% of the configured rate per successful call, up to it.
+    /// Additive increase: 1% of the configured rate per successful call, up to it (slow enough that a
+    /// cloud whose quota is below our setting throttles us rarely, fast enough to recover in ~100 calls).
     pub fn on_success(&mut self, now: Instant) {
         if self.rate < self.max_rate {
             self.refill(now);
-            self.rate = (self.rate + self.max_rate * 0.05).min(self.max_rate);
+            self.rate = (self.rate + self.max_rate * 0.01).min(self.max_rate);
         }
     }
 
