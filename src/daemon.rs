@@ -451,3 +451,36 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(level: &str, brokers: &str, target_extra: &str, more_targets: &str) -> Config {
+        let toml = format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"t\"\n[ownership]\nmanaged_prefixes = [\"alias/app/\"]\n\
+             [log]\nlevel = \"{level}\"\n[targets.a]\nprovider = \"aws\"\nregion = \"us-east-1\"\n\
+             credentials = \"env:A\"\n{target_extra}\n{more_targets}"
+        );
+        Config::from_sources(&toml, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn reloadable_changes_need_no_restart_and_the_rest_is_named() {
+        let running = cfg("info", "k:9092", "", "");
+        // Credentials and log.level are what SIGHUP applies.
+        let same = cfg("debug", "k:9092", "", "").targets["a"].clone();
+        let mut new = cfg("debug", "k:9092", "", "");
+        new.targets.insert("a".into(), crate::config::TargetConfig { credentials: "file:other".into(), ..same });
+        assert!(needs_restart(&running, &new).is_empty(), "{:?}", needs_restart(&running, &new));
+
+        let new = cfg(
+            "info",
+            "k2:9092",
+            "rate_limit_per_second = 2",
+            "[targets.b]\nprovider = \"aws\"\nregion = \"x\"\ncredentials = \"env:B\"",
+        );
+        assert_eq!(needs_restart(&running, &new), ["kafka.brokers", "targets.a", "targets.b (added)"]);
+        assert_eq!(needs_restart(&new, &running), ["kafka.brokers", "targets.a", "targets.b (removed)"]);
+    }
+}

@@ -87,6 +87,9 @@ struct Target {
     /// While a scan's listing is in flight: aliases written since it began (their listed value may be stale).
     writes_during_scan: Mutex<Option<HashSet<Box<str>>>>,
     drift: Mutex<Option<DriftStatus>>,
+    /// The last scan's drifted aliases not yet repaired: the drift gauges count these, so a repair
+    /// clears its drift at once instead of at the next scan.
+    drifted: Mutex<HashMap<Box<str>, crate::drift::Kind>>,
     /// Aliases whose last reconcile failed permanently, and when: drift scans do not retry them
     /// (and dead-letter them again) more often than `FAILED_RETRY`; a new event always does.
     failed: Mutex<HashMap<Box<str>, tokio::time::Instant>>,
@@ -167,6 +170,7 @@ impl Engine {
                     prune: s.prune,
                     writes_during_scan: Mutex::new(None),
                     drift: Mutex::new(None),
+                    drifted: Mutex::new(HashMap::new()),
                     failed: Mutex::new(HashMap::new()),
                 })
             })

@@ -143,8 +143,11 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
         *live = fresh;
     }
     let now_unix = unix_now();
+    *t.drifted.lock().unwrap() = report.drifted.iter().map(|d| (d.alias.as_str().into(), d.kind)).collect();
     for kind in Kind::ALL {
-        m.drift_aliases.with_label_values(&[&t.name, kind.as_str()]).set(report.count(kind) as i64);
+        let n = report.count(kind);
+        m.drift_aliases.with_label_values(&[&t.name, kind.as_str()]).set(n as i64);
+        m.drift_detected.with_label_values(&[&t.name, kind.as_str()]).inc_by(n as u64);
     }
     m.last_scan_success.with_label_values(&[&t.name]).set(now_unix as f64);
     m.last_scan_duration.with_label_values(&[&t.name]).set(took.as_secs_f64());
@@ -282,6 +285,7 @@ fn clear_gauges(t: &Target) {
         let _ = m.drift_aliases.remove_label_values(&[&t.name, kind.as_str()]);
     }
     *t.drift.lock().unwrap() = None;
+    t.drifted.lock().unwrap().clear();
     let _ = m.queue_depth.remove_label_values(&[&t.name]);
     let _ = m.target_lag_events.remove_label_values(&[&t.name]);
     let _ = m.target_lag_seconds.remove_label_values(&[&t.name]);
@@ -312,6 +316,7 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
             }
             m.reconcile.with_label_values(&[&t.name, done.label(), "ok"]).inc();
             t.failed.lock().unwrap().remove(alias);
+            repaired(t, alias);
             Done::Success
         }
         Err(e) => {
@@ -348,6 +353,20 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
                 t.failed.lock().unwrap().insert(alias.into(), Instant::now());
                 Done::Drop
             }
+        }
+    }
+}
+
+/// A reconcile succeeded: if the last scan reported the alias, its drift is gone now.
+fn repaired(t: &Target, alias: &str) {
+    let Some(kind) = t.drifted.lock().unwrap().remove(alias) else { return };
+    metrics().drift_aliases.with_label_values(&[&t.name, kind.as_str()]).dec();
+    if let Some(d) = t.drift.lock().unwrap().as_mut() {
+        d.aliases.retain(|x| x.alias != alias);
+        match kind {
+            Kind::Missing => d.missing -= 1,
+            Kind::WrongKey => d.wrong_key -= 1,
+            Kind::Orphan => d.orphan -= 1,
         }
     }
 }

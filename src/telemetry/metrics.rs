@@ -12,7 +12,9 @@ pub struct Metrics {
     pub events: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub desired_aliases: IntGaugeVec,
+    /// Drift of the last scan, minus what was repaired since.
     pub drift_aliases: IntGaugeVec,
+    pub drift_detected: IntCounterVec,
     pub last_scan_success: GaugeVec,
     pub last_scan_duration: GaugeVec,
     pub scans: IntCounterVec,
@@ -59,6 +61,11 @@ impl Metrics {
             drift_aliases: gauge(
                 "drift_aliases",
                 "Drifted aliases found by the last scan, by kind.",
+                &["target", "kind"],
+            ),
+            drift_detected: counter(
+                "drift_detected_total",
+                "Drifted aliases found by scans, by kind (each scan counts what it finds, repaired or not).",
                 &["target", "kind"],
             ),
             last_scan_success: fgauge(
