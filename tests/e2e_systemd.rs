@@ -92,12 +92,25 @@ struct Proc {
     child: Option<Child>,
     log: PathBuf,
     port: u16,
+    wrapped: bool,
 }
 
 impl Proc {
     fn start(dir: &Path, config: &Path, port: u16, env: &[(&str, String)]) -> Proc {
+        Self::start_wrapped(dir, config, port, env, &[])
+    }
+
+    /// The daemon run by `wrapper` (e.g. strace); signals still go to the daemon itself.
+    fn start_wrapped(dir: &Path, config: &Path, port: u16, env: &[(&str, String)], wrapper: &[String]) -> Proc {
         let log = dir.join(format!("daemon-{port}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aliassync"));
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(env!("CARGO_BIN_EXE_aliassync"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_aliassync")),
+        };
         cmd.args(["run", "--config"])
             .arg(config)
             .env_remove("RUST_LOG")
@@ -112,11 +125,17 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Proc { child: Some(cmd.spawn().unwrap()), log, port }
+        Proc { child: Some(cmd.spawn().unwrap()), log, port, wrapped: !wrapper.is_empty() }
     }
 
+    /// The daemon's pid (under a wrapper: the wrapper's child).
     fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        let pid = self.child.as_ref().unwrap().id();
+        if !self.wrapped {
+            return pid;
+        }
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        children.split_whitespace().next().expect("the wrapper has started the daemon").parse().unwrap()
     }
 
     fn signal(&self, sig: &str) {
@@ -620,6 +639,86 @@ fn check_config_rejects_inline_kafka_secrets_without_echoing_them() {
 }
 
 // ----- the unit file -----
+
+/// Every system call in a `systemd-analyze syscall-filter` group, nested groups expanded.
+fn syscall_group(all: &str, group: &str) -> std::collections::BTreeSet<String> {
+    let mut body = Vec::new();
+    let mut inside = false;
+    for line in all.lines() {
+        if line.starts_with('@') {
+            inside = line.split_whitespace().next() == Some(group);
+        } else if inside {
+            let l = line.trim();
+            if !l.is_empty() && !l.starts_with('#') {
+                body.push(l.to_string());
+            }
+        }
+    }
+    assert!(!body.is_empty(), "no syscall group {group}");
+    body.into_iter().flat_map(|x| if x.starts_with('@') { syscall_group(all, &x) } else { [x].into() }).collect()
+}
+
+/// systemd cannot run here (PID 1 is not systemd), so the unit's `SystemCallFilter=` is checked against what the
+/// daemon really calls: every system call of a run under strace (start, rebuild, reconcile, notify, watchdog,
+/// SIGHUP reload, SIGTERM drain) must be in @system-service and in neither @privileged nor @resources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unit_syscall_filter_allows_every_syscall_the_daemon_makes() {
+    let groups = Command::new("systemd-analyze").arg("syscall-filter").output().expect("systemd-analyze");
+    let groups = String::from_utf8_lossy(&groups.stdout).into_owned();
+    let allowed = syscall_group(&groups, "@system-service");
+    let denied: std::collections::BTreeSet<String> =
+        syscall_group(&groups, "@privileged").union(&syscall_group(&groups, "@resources")).cloned().collect();
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/aliassync.service")).unwrap();
+    assert!(unit.contains("SystemCallFilter=@system-service\nSystemCallFilter=~@privileged @resources\n"));
+
+    let id = unique("strace");
+    let (topic, group, prefix) = (format!("desired-{id}"), format!("g-{id}"), format!("alias/app/{id}/"));
+    create_topic(&topic, 1).await;
+    let use1 = kms("us-east-1");
+    let key = create_key(&use1).await;
+    let p = producer();
+    for i in 0..3 {
+        let alias = format!("{prefix}a{i}");
+        send(&p, &topic, Some(&alias), Some(&event(&alias, 1, &[("use1", &key)]))).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let port = free_port();
+    let config = dir.path().join("aliassync.toml");
+    write(&config, &config_text(&brokers(), &topic, &group, &prefix, port, "", &moto_target("use1", "")));
+    let trace = dir.path().join("strace.out");
+    let strace = ["strace", "-f", "-qq", "-o"].map(String::from).into_iter().chain([trace.display().to_string()]);
+    let mut d = Proc::start_wrapped(
+        dir.path(),
+        &config,
+        port,
+        &[("NOTIFY_SOCKET", notify.path.display().to_string()), ("WATCHDOG_USEC", "2000000".into())],
+        &strace.collect::<Vec<_>>(),
+    );
+    let ready = notify.wait_line("READY=1", 0, Duration::from_secs(90));
+    notify.wait_line("WATCHDOG=1", ready + 1, Duration::from_secs(10));
+    wait_for("3 aliases in moto", Duration::from_secs(60), || async { live(&use1, &prefix).await.len() == 3 }).await;
+    d.signal("HUP");
+    d.wait_log("reload done", Duration::from_secs(20)).await;
+    let (code, _) = d.terminate(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{}", d.logs());
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let used: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| {
+            let call = l.split_once(' ')?.1.trim_start();
+            let name = &call[..call.find('(')?];
+            (!name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+                .then(|| name.to_string())
+        })
+        .collect();
+    assert!(used.len() > 20 && (used.contains("sendmsg") || used.contains("sendto")), "{used:?}");
+    let outside: Vec<_> = used.iter().filter(|c| !allowed.contains(*c) || denied.contains(*c)).collect();
+    eprintln!("{} distinct system calls, all allowed: {}", used.len(), outside.is_empty());
+    assert!(outside.is_empty(), "system calls the unit's SystemCallFilter= would refuse: {outside:?}");
+}
 
 /// The shipped unit with its /usr/bin/aliassync paths pointed at the built binary (`verify` requires an
 /// existing executable).

@@ -146,6 +146,7 @@ impl AlibabaKms {
 
     /// One ListAliases page (1-based).
     async fn list_page(&self, page_number: u64) -> Result<ListPage, ProviderError> {
+        super::before_page().await;
         let (page, size) = (page_number.to_string(), LIST_PAGE_SIZE.to_string());
         let v = self.call("ListAliases", &[("PageNumber", &page), ("PageSize", &size)]).await?;
         serde_json::from_value(v).map_err(|e| invalid_response(format!("ListAliases: {e}")))

@@ -123,6 +123,7 @@ impl AwsKms {
 
     /// One ListAliases page, after `marker`.
     async fn list_page(&self, marker: Option<&str>) -> Result<ListPage, ProviderError> {
+        super::before_page().await;
         let mut req = json!({ "Limit": LIST_LIMIT });
         if let Some(m) = marker {
             req["Marker"] = json!(m);

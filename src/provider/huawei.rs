@@ -210,6 +210,7 @@ impl HuaweiKms {
 
     /// One list page after `marker`.
     async fn list_page(&self, marker: Option<&str>) -> Result<ListPage, ProviderError> {
+        super::before_page().await;
         let limit = LIST_LIMIT.to_string();
         let mut query = vec![("limit", limit.as_str())];
         if let Some(m) = marker {

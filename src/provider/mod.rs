@@ -112,6 +112,29 @@ impl Operation {
     }
 }
 
+/// Paces the pages of a listing. A listing of 10,000 aliases is ~100 calls, and each must spend the
+/// target's read quota; the caller (the target's governor) installs a pacer for the listing's task.
+#[async_trait]
+pub trait PagePacer: Send + Sync {
+    async fn before_page(&self);
+}
+
+tokio::task_local! {
+    static PAGE_PACER: std::sync::Arc<dyn PagePacer>;
+}
+
+/// Providers call this before requesting each page of a listing (a no-op without a pacer).
+pub async fn before_page() {
+    if let Ok(p) = PAGE_PACER.try_with(|p| p.clone()) {
+        p.before_page().await;
+    }
+}
+
+/// Runs a listing with `pacer` called before each page.
+pub async fn with_pacer<F: std::future::Future>(pacer: std::sync::Arc<dyn PagePacer>, f: F) -> F::Output {
+    PAGE_PACER.scope(pacer, f).await
+}
+
 #[async_trait]
 pub trait KmsAliases: Send + Sync {
     /// Every alias whose name starts with one of `prefixes`, over all pages.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::bucket::Limiter;
-use crate::provider::{ErrorClass, KmsAliases, LiveAlias, Operation, ProviderError};
+use crate::provider::{with_pacer, ErrorClass, KmsAliases, LiveAlias, Operation, PagePacer, ProviderError};
 use crate::telemetry::metrics::metrics;
 
 pub struct Governed {
@@ -16,7 +16,21 @@ pub struct Governed {
     target: String,
     provider: &'static str,
     writes: Limiter,
-    reads: Limiter,
+    reads: Arc<Limiter>,
+}
+
+/// Spends one read token per listing page, and counts the pages.
+struct ReadPacer {
+    reads: Arc<Limiter>,
+    target: String,
+}
+
+#[async_trait]
+impl PagePacer for ReadPacer {
+    async fn before_page(&self) {
+        self.reads.acquire().await;
+        metrics().list_pages.with_label_values(&[&self.target]).inc();
+    }
 }
 
 impl Governed {
@@ -35,7 +49,7 @@ impl Governed {
             target: target.into(),
             provider,
             writes: Limiter::new(write_rate),
-            reads: Limiter::new(read_rate),
+            reads: Arc::new(Limiter::new(read_rate)),
         }
     }
 
@@ -43,8 +57,11 @@ impl Governed {
     where
         F: std::future::Future<Output = Result<T, ProviderError>>,
     {
-        let (limiter, class) = if op.is_write() { (&self.writes, "write") } else { (&self.reads, "read") };
-        limiter.acquire().await;
+        let (limiter, class) = if op.is_write() { (&self.writes, "write") } else { (&*self.reads, "read") };
+        // A listing pays per page, through its pacer.
+        if op != Operation::List {
+            limiter.acquire().await;
+        }
         let start = Instant::now();
         let res = f.await;
         let m = metrics();
@@ -73,7 +90,8 @@ impl Governed {
 #[async_trait]
 impl KmsAliases for Governed {
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        self.run(Operation::List, self.inner.list_aliases(prefixes)).await
+        let pacer = Arc::new(ReadPacer { reads: self.reads.clone(), target: self.target.clone() });
+        self.run(Operation::List, with_pacer(pacer, self.inner.list_aliases(prefixes))).await
     }
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         self.run(Operation::Get, self.inner.get_alias(alias)).await

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub last_scan_success: GaugeVec,
     pub last_scan_duration: GaugeVec,
     pub scans: IntCounterVec,
+    pub list_pages: IntCounterVec,
     pub source_lag: IntGauge,
     pub reconcile: IntCounterVec,
     pub provider_requests: IntCounterVec,
@@ -83,6 +84,7 @@ impl Metrics {
                 "Full listings of a target (drift scans), by outcome (ok, failed).",
                 &["target", "outcome"],
             ),
+            list_pages: counter("list_pages_total", "Listing pages fetched (each one read call).", &["target"]),
             source_lag: reg(
                 &r,
                 IntGauge::new("source_lag_events", "Desired-topic records not yet read, summed over partitions.")

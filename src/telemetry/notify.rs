@@ -18,8 +18,14 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 fn send(states: &[NotifyState<'_>]) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!(error = %e, "sd_notify failed");
+        // Once at warn (a $NOTIFY_SOCKET that is not there), then quietly: the watchdog would repeat it forever.
+        if WARNED.swap(true, Ordering::Relaxed) {
+            tracing::debug!(error = %e, "sd_notify failed");
+        } else {
+            tracing::warn!(error = %e, socket = ?std::env::var_os("NOTIFY_SOCKET"), "sd_notify failed");
+        }
     }
 }
 

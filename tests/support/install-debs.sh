@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the tests may use: kcat (Kafka CLI client) and prometheus (for promtool).
+# Debian packages the tests may use: kcat (Kafka CLI client), prometheus (for promtool), systemd (for
+# systemd-analyze verify/security of the unit) and strace (the unit's syscall filter vs. what the daemon calls).
 # Installs only what is missing; apt-get update only when something must be installed.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-PKGS=(kcat prometheus)
+PKGS=(kcat prometheus systemd strace)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
