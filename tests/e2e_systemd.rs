@@ -746,6 +746,37 @@ fn unit_file_passes_systemd_analyze_verify() {
     assert!(about_unit.is_empty(), "systemd-analyze verify warnings:\n{}", about_unit.join("\n"));
 }
 
+/// When a `LoadCredential=` file is missing, the unit's `SetCredential=` fallback takes its place: the shipped
+/// example config must then fail `check-config` (the unit's ExecStartPre) with exit 78 naming the key, and must
+/// pass with the shipped example credentials.
+#[test]
+fn missing_credential_files_fail_check_config_naming_the_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("systemd/aliassync.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut fallbacks = 0;
+    for (name, value) in unit.lines().filter_map(|l| l.strip_prefix("SetCredential=")?.split_once(':')) {
+        assert!(unit.contains(&format!("LoadCredential={name}:/etc/aliassync/credentials/{name}\n")), "{name}");
+        std::fs::write(dir.path().join(name), value).unwrap();
+        fallbacks += 1;
+    }
+    assert_eq!(fallbacks, 2, "aws-prod and kafka-password");
+    let check = |creds: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_aliassync"))
+            .args(["check-config", "--config"])
+            .arg(root.join("config/aliassync.toml"))
+            .env("CREDENTIALS_DIRECTORY", creds)
+            .output()
+            .unwrap()
+    };
+    let out = check(dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("`targets.aws-prod-use1.credentials`"), "{err}");
+    let out = check(&root.join("systemd/credentials.example"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn unit_file_security_exposure_is_at_most_2() {
     let dir = tempfile::tempdir().unwrap();
