@@ -47,20 +47,44 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    // Into a store that already holds every alias (steady state: re-points and replays).
+    // Into a store that already holds every alias (revision 1); the measured events carry revision 2
+    // (equal revisions apply), alternating between two versions so that each pass really changes state.
     let mut store = Store::new(4);
     for (k, v) in &evs {
         store.apply(d.decode(Some(k.as_bytes()), Some(v.as_bytes())).unwrap());
     }
-    let updates = events(100_000, 2);
-    g.bench_function("decode_validate_apply_diff", |b| {
-        b.iter(|| {
-            for (k, v) in &updates {
-                let ev = d.decode(Some(k.as_bytes()), Some(v.as_bytes())).unwrap();
-                black_box(store.apply(ev));
-            }
-        })
-    });
+    let base = events(100_000, 2);
+    let variant =
+        |f: &dyn Fn(&str) -> String| -> Vec<(String, String)> { base.iter().map(|(k, v)| (k.clone(), f(v))).collect() };
+    type Events = Vec<(String, String)>;
+    let cases: [(&str, Events, Events); 3] = [
+        // A replay (rebuild after restart, duplicates): nothing changes.
+        ("apply_replay", base.clone(), base.clone()),
+        // Key rotation in one target (the common change).
+        (
+            "apply_repoint_one_target",
+            base.clone(),
+            variant(&|v| v.replace("key-hzz62f1cb66fa42qo", "key-hzz62f1cb66fa42qp")),
+        ),
+        // Every target re-pointed: four new key ids interned, four released.
+        (
+            "apply_repoint_all_targets",
+            base.clone(),
+            variant(&|v| v.replace("mrk-1234abcd", "mrk-5678abcd").replace("qo", "qp").replace("bb6a3d22", "cc6a3d22")),
+        ),
+    ];
+    for (name, one, two) in &cases {
+        let mut flip = false;
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                flip = !flip;
+                for (k, v) in if flip { two } else { one } {
+                    let ev = d.decode(Some(k.as_bytes()), Some(v.as_bytes())).unwrap();
+                    black_box(store.apply(ev));
+                }
+            })
+        });
+    }
     g.finish();
 }
 

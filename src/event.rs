@@ -29,7 +29,8 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     /// The alias must point at these keys in these targets, and be absent from every other target.
-    Present(Vec<(TargetId, String)>),
+    /// Key ids as `Arc<str>`: the store interns them without copying again.
+    Present(Vec<(TargetId, std::sync::Arc<str>)>),
     /// The alias must be absent everywhere.
     Absent,
 }
@@ -103,10 +104,37 @@ struct Raw<'a> {
     #[serde(borrow)]
     alias: Option<Cow<'a, str>>,
     revision: Option<u64>,
-    #[serde(borrow, default)]
-    targets: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+    #[serde(borrow, default, deserialize_with = "pairs")]
+    targets: Option<Pairs<'a>>,
     #[serde(borrow, default)]
     state: Option<Cow<'a, str>>,
+}
+
+/// A JSON object as a list of pairs: no map to build and hash for a handful of targets.
+type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+fn pairs<'de, D>(d: D) -> Result<Option<Pairs<'de>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Pairs<'de>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of target name to key id")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(m.size_hint().unwrap_or(4));
+            while let Some((k, v)) = m.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
+                if out.iter().any(|(x, _): &(Cow<str>, Cow<str>)| *x == k) {
+                    return Err(serde::de::Error::custom(format!("duplicate target {k:?}")));
+                }
+                out.push((k, v));
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_map(V)
 }
 
 /// Everything decoding needs from the config, precomputed.
@@ -184,7 +212,7 @@ impl Decoder {
                             format!("{key_id:?} is not a {} key id (target {name:?})", provider.as_str()),
                         ));
                     }
-                    out.push((id, key_id.into_owned()));
+                    out.push((id, std::sync::Arc::from(key_id.as_ref())));
                 }
                 out.sort_unstable_by_key(|(t, _)| *t);
                 Body::Present(out)
@@ -300,7 +328,7 @@ mod tests {
         assert_eq!(e.revision, Some(42));
         let Body::Present(t) = e.body else { panic!() };
         assert_eq!(t.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
-        assert_eq!(t[1].1, K);
+        assert_eq!(&*t[1].1, K);
     }
 
     #[test]

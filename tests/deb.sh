@@ -36,7 +36,7 @@ dpkg -i "$deb" >/dev/null || fail "dpkg -i $deb"
 ok "installed"
 
 for f in /usr/bin/aliassync /lib/systemd/system/aliassync.service /etc/aliassync/aliassync.toml \
-  /usr/share/doc/aliassync/copyright /usr/share/doc/aliassync/OPERATIONS.md \
+  /usr/share/doc/aliassync/copyright /usr/share/doc/aliassync/README.md \
   /usr/share/doc/aliassync/credentials.example/aws-prod; do
   [[ -f $f ]] || fail "missing $f"
 done
@@ -47,7 +47,7 @@ if [[ -d config/alerts ]]; then
   done
   ok "alert rules in /usr/share/aliassync/alerts/"
 fi
-/usr/bin/aliassync --version | grep -q "aliassync" || fail "/usr/bin/aliassync --version"
+[[ $(/usr/bin/aliassync --version) == aliassync* ]] || fail "/usr/bin/aliassync --version"
 dpkg-query -W -f='${Conffiles}\n' "$PKG" | grep -q '/etc/aliassync/aliassync.toml' ||
   fail "/etc/aliassync/aliassync.toml is not a conffile"
 [[ $(stat -c '%a %U' /etc/aliassync/credentials) == "700 root" ]] || fail "/etc/aliassync/credentials is not root 0700"

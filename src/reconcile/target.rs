@@ -160,7 +160,8 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
         let failed = t.failed.lock().unwrap();
         for d in &report.drifted {
             let recently_failed = failed.get(d.alias.as_str()).is_some_and(|at| now.duration_since(*at) < FAILED_RETRY);
-            if !(d.kind == Kind::Orphan && d.unknown && !t.prune) && !recently_failed {
+            let unpruned_orphan = d.kind == Kind::Orphan && d.unknown && !t.prune;
+            if !unpruned_orphan && !recently_failed {
                 q.add(Arc::from(d.alias.as_str()), now);
             }
         }
