@@ -273,3 +273,36 @@ async fn kill_9_mid_stream_then_restart_converges_with_nothing_lost() {
         d2.metric("aliassync_provider_requests_total", &[("target", "use1"), ("operation", "create_alias")]).await;
     assert!(created <= (200 - before) as f64 + 4.0, "restart re-created at most the in-flight ones: {created}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_metrics_scrape_passes_promtool_check_metrics() {
+    let s = setup("promtool", "").await;
+    let k = create_key(&s.use1).await;
+    let a = format!("{}m", s.prefix);
+    send(&producer(), &s.cfg.topic, Some(&a), Some(&event(&a, 1, &[("use1", &k)]))).await;
+    let d = Daemon::start(&s.cfg);
+    d.wait_ready().await;
+    wait_for("converged", Duration::from_secs(30), || async { live(&s.use1, &s.prefix).await.len() == 1 }).await;
+    let (_, text) = d.get("/metrics").await.unwrap();
+    for name in
+        ["aliassync_provider_request_duration_seconds_bucket", "aliassync_drift_aliases", "aliassync_build_info"]
+    {
+        assert!(text.contains(name), "{name} missing");
+    }
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; tests/support/install-debs.sh installs it)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

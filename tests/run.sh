@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test, from a fresh clone: installs and starts the rig (real Kafka, moto; cached between runs),
-# checks formatting and lints, runs unit, integration and end-to-end tests, then stops the rig by PID.
+# checks formatting and lints, runs unit, integration and end-to-end tests (the KMS emulator is started
+# by the tests that use it), the cloud SDK fidelity tests, the alert-rule tests and the .deb check, then
+# stops the rig by PID.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +24,10 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test (unit, integration, end to end against Kafka $KAFKA_BROKERS and moto $MOTO_URL)"
 cargo build --bins
 cargo test --all-targets -- --test-threads=2
+step "official cloud SDKs (boto3, Alibaba Tea, Huawei) against the emulator, and boto3 against moto"
+bash tests/sdk/run.sh
+step "alert rules (promtool check/test rules) and the Grafana dashboard"
+bash tests/alerts.sh
 step "Debian package: cargo deb, dpkg -i, systemd-analyze verify/security of the installed unit, dpkg -P"
 bash tests/deb.sh
 step "all tests passed"
