@@ -421,6 +421,35 @@ mod tests {
         assert_eq!(dec().decode(Some(&[0xff, 0xfe]), None).unwrap_err().reason, Reason::KeyNotUtf8);
     }
 
+    /// Never panics, whatever the bytes: mutations of a valid event and random noise.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        use rand::Rng;
+        let d = dec();
+        let valid =
+            format!(r#"{{"schema":1,"alias":"alias/app/p","revision":42,"targets":{{"aws-a":"{K}","hw":"{K}"}}}}"#);
+        let mut rng = rand::rng();
+        for i in 0..20_000 {
+            let mut v = valid.clone().into_bytes();
+            if i % 4 == 0 {
+                v = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            } else {
+                for _ in 0..rng.random_range(1..6) {
+                    let at = rng.random_range(0..v.len());
+                    match rng.random_range(0..3) {
+                        0 => v[at] = rng.random(),
+                        1 => {
+                            v.remove(at);
+                        }
+                        _ => v.insert(at, b"{}[]\":,\\0e-"[rng.random_range(0..11)]),
+                    }
+                }
+            }
+            let key = if i % 3 == 0 { Some(&v[..v.len().min(12)]) } else { Some(&b"alias/app/p"[..]) };
+            let _ = d.decode(key, Some(&v));
+        }
+    }
+
     #[test]
     fn key_shapes() {
         use ProviderKind::*;
