@@ -1,14 +1,14 @@
 //! The desired-state store: alias → revision + per-target key, rebuilt from the compacted topic.
 //! Pure data: `apply` returns which targets an event changed; it knows nothing of queues or clouds.
 
-use std::collections::{HashMap, HashSet};
-
-// aHash: randomly keyed like std's SipHash (no hash flooding from producers), several times faster.
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
-type Set<K> = HashSet<K, ahash::RandomState>;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::event::{Body, Event, TargetId};
+use crate::keyid::KeyId;
+
+// aHash: randomly keyed like std's SipHash (no hash flooding from producers), several times faster.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -21,36 +21,31 @@ pub enum Outcome {
 struct Entry {
     revision: u64,
     /// Sorted by target; empty = absent everywhere (kept so a later stale event stays stale).
-    targets: Box<[(TargetId, Arc<str>)]>,
+    targets: Box<[(TargetId, KeyId)]>,
 }
 
 #[derive(Debug)]
 pub struct Store {
     entries: Map<Box<str>, Entry>,
-    /// Key ids interned: a multi-Region key has one id in every AWS region.
-    keys: Set<Arc<str>>,
     per_target: Vec<usize>,
 }
 
 impl Store {
     pub fn new(targets: usize) -> Self {
-        Store { entries: Map::default(), keys: Set::default(), per_target: vec![0; targets] }
+        Store { entries: Map::default(), per_target: vec![0; targets] }
     }
 
     /// Applies an event; returns the outcome and the targets whose desired key changed.
     pub fn apply(&mut self, ev: Event) -> (Outcome, Vec<TargetId>) {
-        let new_targets: Box<[(TargetId, Arc<str>)]> = match ev.body {
-            Body::Present(t) => t.into_iter().map(|(id, k)| (id, self.intern(k))).collect(),
+        let new_targets: Box<[(TargetId, KeyId)]> = match ev.body {
+            Body::Present(t) => t.into_boxed_slice(),
             Body::Absent => Box::new([]),
         };
         match self.entries.get_mut(ev.alias.as_str()) {
             Some(e) => {
                 // A tombstone has no revision: Kafka's per-key order makes it the latest word.
                 let revision = match ev.revision {
-                    Some(r) if r < e.revision => {
-                        release(&mut self.keys, new_targets);
-                        return (Outcome::Stale, Vec::new());
-                    }
+                    Some(r) if r < e.revision => return (Outcome::Stale, Vec::new()),
                     Some(r) => r,
                     None => e.revision,
                 };
@@ -61,9 +56,8 @@ impl Store {
                 for (t, _) in new_targets.iter() {
                     self.per_target[*t as usize] += 1;
                 }
-                let old = std::mem::replace(&mut e.targets, new_targets);
+                e.targets = new_targets;
                 e.revision = revision;
-                release(&mut self.keys, old);
                 (Outcome::Applied, changed)
             }
             None => {
@@ -78,18 +72,10 @@ impl Store {
         }
     }
 
-    fn intern(&mut self, k: Arc<str>) -> Arc<str> {
-        if let Some(a) = self.keys.get(&*k) {
-            return a.clone();
-        }
-        self.keys.insert(k.clone());
-        k
-    }
-
     /// The key `alias` must point at in `target`; None = must be absent.
     pub fn desired(&self, alias: &str, target: TargetId) -> Option<Arc<str>> {
         let e = self.entries.get(alias)?;
-        e.targets.binary_search_by_key(&target, |(t, _)| *t).ok().map(|i| e.targets[i].1.clone())
+        e.targets.binary_search_by_key(&target, |(t, _)| *t).ok().map(|i| Arc::from(e.targets[i].1.to_string()))
     }
 
     pub fn revision(&self, alias: &str) -> Option<u64> {
@@ -110,7 +96,7 @@ impl Store {
     }
 
     /// Every alias with its revision and desired keys by target (empty: absent everywhere).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &[(TargetId, Arc<str>)])> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &[(TargetId, KeyId)])> + '_ {
         self.entries.iter().map(|(a, e)| (a.as_ref(), e.revision, &e.targets[..]))
     }
 
@@ -127,17 +113,8 @@ impl Store {
     }
 }
 
-/// Drops interned key ids no entry uses any more (the set's copy is the last one).
-fn release(keys: &mut Set<Arc<str>>, old: Box<[(TargetId, Arc<str>)]>) {
-    for (_, k) in old.into_vec() {
-        if Arc::strong_count(&k) == 2 {
-            keys.remove(&k);
-        }
-    }
-}
-
 /// Targets whose key differs between two sorted lists (added, removed or re-pointed).
-fn diff(old: &[(TargetId, Arc<str>)], new: &[(TargetId, Arc<str>)]) -> Vec<TargetId> {
+fn diff(old: &[(TargetId, KeyId)], new: &[(TargetId, KeyId)]) -> Vec<TargetId> {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
@@ -179,7 +156,7 @@ mod tests {
         Event {
             alias: alias.into(),
             revision: rev,
-            body: Body::Present(t.iter().map(|(a, b)| (*a, Arc::from(*b))).collect()),
+            body: Body::Present(t.iter().map(|(a, b)| (*a, KeyId::new(b))).collect()),
         }
     }
     fn absent(alias: &str, rev: Option<u64>) -> Event {
@@ -209,17 +186,5 @@ mod tests {
         assert_eq!(s.apply(absent("a", None)), (Outcome::Applied, vec![0]));
         assert_eq!(s.revision("a"), Some(7));
         assert_eq!(s.aliases_in(0).count(), 0);
-    }
-
-    #[test]
-    fn interned_keys_are_shared_and_released() {
-        let mut s = Store::new(2);
-        s.apply(ev("a", Some(1), &[(0, "mrk-1"), (1, "mrk-1")]));
-        s.apply(ev("b", Some(1), &[(0, "mrk-1")]));
-        assert_eq!(s.keys.len(), 1);
-        s.apply(ev("a", Some(2), &[(0, "k2")]));
-        s.apply(ev("b", Some(2), &[(0, "k2")]));
-        assert_eq!(s.keys.len(), 1, "mrk-1 released once unused");
-        assert!(s.keys.contains("k2"));
     }
 }

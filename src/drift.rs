@@ -124,7 +124,7 @@ mod tests {
         let ev = |a: &str, t: Vec<(u16, &str)>| Event {
             alias: a.into(),
             revision: Some(1),
-            body: Body::Present(t.into_iter().map(|(i, k)| (i, std::sync::Arc::from(k))).collect()),
+            body: Body::Present(t.into_iter().map(|(i, k)| (i, crate::keyid::KeyId::new(k))).collect()),
         };
         s.apply(ev("alias/app/ok", vec![(0, "k1")]));
         s.apply(ev("alias/app/missing", vec![(0, "k1")]));

@@ -29,8 +29,8 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     /// The alias must point at these keys in these targets, and be absent from every other target.
-    /// Key ids as `Arc<str>`: the store interns them without copying again.
-    Present(Vec<(TargetId, std::sync::Arc<str>)>),
+    /// Key ids in their compact form, as the store keeps them.
+    Present(Vec<(TargetId, crate::keyid::KeyId)>),
     /// The alias must be absent everywhere.
     Absent,
 }
@@ -212,7 +212,7 @@ impl Decoder {
                             format!("{key_id:?} is not a {} key id (target {name:?})", provider.as_str()),
                         ));
                     }
-                    out.push((id, std::sync::Arc::from(key_id.as_ref())));
+                    out.push((id, crate::keyid::KeyId::new(&key_id)));
                 }
                 out.sort_unstable_by_key(|(t, _)| *t);
                 Body::Present(out)
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(e.revision, Some(42));
         let Body::Present(t) = e.body else { panic!() };
         assert_eq!(t.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
-        assert_eq!(&*t[1].1, K);
+        assert_eq!(t[1].1.to_string(), K);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod desired;
 pub mod drift;
 pub mod event;
+pub mod keyid;
 pub mod provider;
 pub mod reconcile;
 pub mod secret;

@@ -146,7 +146,7 @@ fn rig_with(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
 
 impl Rig {
     fn apply(&self, alias: &str, rev: u64, targets: &[(TargetId, &str)]) {
-        let body = Body::Present(targets.iter().map(|(t, k)| (*t, Arc::from(*k))).collect());
+        let body = Body::Present(targets.iter().map(|(t, k)| (*t, aliassync::keyid::KeyId::new(k))).collect());
         let (_, changed) = self.store.write().unwrap().apply(Event { alias: alias.into(), revision: Some(rev), body });
         self.engine.changed(alias, &changed);
     }

@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
+use super::http::{
+    self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
+    parse_endpoint, parse_success, xml_element, ErrorBody,
+};
 use super::sign::{self, acs3, SignableRequest};
 use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
@@ -101,8 +104,7 @@ impl AlibabaKms {
         if status.is_success() {
             parse_success(&body)
         } else {
-            let token = p.creds.session_token.as_ref().map_or("", |t| t.expose());
-            let secrets = [p.creds.secret_access_key.expose(), token, &p.authorization, &p.signature];
+            let secrets = phttp::request_secrets(&p.creds, &p.authorization, &p.signature);
             Err(parse_error(status.as_u16(), &body, &secrets))
         }
     }
@@ -231,61 +233,29 @@ impl KmsAliases for AlibabaKms {
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-fn parse_success(body: &[u8]) -> Result<Value, ProviderError> {
-    if body.trim_ascii().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(body).map_err(|e| invalid_response(format!("response is not JSON: {e}")))
-}
-
 /// Turns an error response (`{"RequestId","HostId","Code","Message","Recommend"}`, older `HttpStatus` form,
 /// XML, or a proxy's text) into a ProviderError. `secrets` are scrubbed from code and message.
 fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
     let (code, message, request_id) = parse_error_body(body);
-    let code = code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
-    let (class, label) = classify(code.as_deref(), status);
-    let code = match code {
-        Some(c) => truncate(&redact(&c, secrets), MAX_CODE_CHARS),
-        None => format!("HTTP{status}"),
-    };
-    let mut message = message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| format!("HTTP {status}"));
-    if let Some(id) = request_id.filter(|id| !id.is_empty()) {
-        message.push_str(&format!(" (RequestId {id})"));
-    }
-    ProviderError::new(class, code, label, truncate(&redact(&message, secrets), MAX_MESSAGE_CHARS))
+    let request_id = request_id.map(|id| ("RequestId", id));
+    phttp::response_error(status, code.as_deref(), message, request_id, secrets, classify)
 }
 
 /// (code, message, request id) from an error body in any of the shapes seen.
 fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>, Option<String>) {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return (None, None, None);
+    match ErrorBody::parse(body) {
+        ErrorBody::Empty => (None, None, None),
+        ErrorBody::Json(v) => (
+            json_str(&v, &["Code", "code"]),
+            json_str(&v, &["Message", "message"]),
+            json_str(&v, &["RequestId", "requestId"]),
+        ),
+        ErrorBody::Markup(xml) => {
+            (xml_element(&xml, "Code"), xml_element(&xml, "Message"), xml_element(&xml, "RequestId"))
+        }
+        // A proxy's or load balancer's page: keep its text (collapsed) as the message.
+        ErrorBody::Text(text) => (None, Some(collapse_whitespace(&text)), None),
     }
-    if let Ok(v) = serde_json::from_str::<Value>(text) {
-        let field = |names: &[&str]| names.iter().find_map(|n| v.get(n)?.as_str().map(str::to_string));
-        return (field(&["Code", "code"]), field(&["Message", "message"]), field(&["RequestId", "requestId"]));
-    }
-    if text.starts_with('<') {
-        return (xml_element(text, "Code"), xml_element(text, "Message"), xml_element(text, "RequestId"));
-    }
-    // A proxy's or load balancer's page: keep its text (collapsed) as the message.
-    (None, Some(text.split_whitespace().collect::<Vec<_>>().join(" ")), None)
-}
-
-/// The text of the first `<name>…</name>` element, entity-decoded. Enough for the flat error XML.
-fn xml_element(xml: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&format!("</{name}>"))?;
-    let raw = xml[start..end].trim();
-    Some(
-        raw.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
 }
 
 /// The one place an Alibaba error becomes an [`ErrorClass`] and a bounded metric label: each known code has
@@ -326,12 +296,7 @@ fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
         "Rejected.LimitExceeded" => Some((Permanent, "rejected_limit_exceeded")),
         _ => None,
     };
-    known.unwrap_or(match status {
-        429 => (Throttled, "throttling"),
-        500..=599 => (Transient, "http_5xx"),
-        400..=499 if code.is_none() => (Permanent, "http_4xx"),
-        _ => (Permanent, "other"),
-    })
+    known.unwrap_or_else(|| phttp::status_class(status, code.is_some()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,7 +339,7 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 
 /// Whether a listed alias belongs to us: never an Alibaba-managed one, and under one of `prefixes`.
 fn wanted(name: &str, prefixes: &[String]) -> bool {
-    !name.starts_with(RESERVED_PREFIX) && prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    phttp::wanted(name, RESERVED_PREFIX, prefixes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,73 +347,18 @@ fn wanted(name: &str, prefixes: &[String]) -> bool {
 
 /// `acs:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
 fn bare_key_id(id: &str) -> &str {
-    if !id.starts_with("acs:") {
-        return id;
-    }
-    id.splitn(5, ':').nth(4).and_then(|r| r.strip_prefix("key/")).unwrap_or(id)
+    phttp::arn_key_id(id, "acs:", 5)
 }
 
 fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
-    if alias.starts_with(RESERVED_PREFIX) {
-        return Err(ProviderError::new(
-            ErrorClass::Permanent,
-            "ReservedAlias",
-            "validation",
-            format!("{RESERVED_PREFIX} aliases are managed by Alibaba Cloud and never touched"),
-        ));
-    }
-    Ok(())
-}
-
-/// A header value; `sensitive` ones are hidden from reqwest's Debug. Never echoes the value.
-fn header_value(v: &str, sensitive: bool) -> Result<HeaderValue, ProviderError> {
-    let mut hv = HeaderValue::from_str(v).map_err(|_| {
-        ProviderError::new(
-            ErrorClass::Permanent,
-            "InvalidCredentials",
-            "auth",
-            "credential is not a valid header value",
-        )
-    })?;
-    hv.set_sensitive(sensitive);
-    Ok(hv)
-}
-
-/// The region is part of the default host name.
-fn check_region(region: &str) -> Result<(), String> {
-    if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("region {region:?} must be non-empty letters, digits or '-'"));
-    }
-    Ok(())
-}
-
-fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("endpoint must be an http:// or https:// URL with a host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("endpoint must not contain credentials; use the credentials setting".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("endpoint must not have a query or fragment".into());
-    }
-    Ok(url)
-}
-
-/// `host[:port]` exactly as the HTTP client sends it (the URL drops a default port).
-fn host_header(url: &reqwest::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    }
+    phttp::refuse_reserved(alias, RESERVED_PREFIX, "Alibaba Cloud")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::sign::testutil::{pairs, serve, RawRequest, Reply};
+    use crate::provider::http::MAX_CODE_CHARS;
+    use crate::provider::sign::testutil::{assert_classification, credentials, pairs, serve, RawRequest, Reply};
     use crate::secret::Secret;
     use serde_json::json;
 
@@ -456,11 +366,7 @@ mod tests {
     const SK: &str = "FakeAccessKeySecret0123456789abcd";
 
     fn creds(token: Option<&str>) -> Credentials {
-        Credentials {
-            access_key_id: AK.into(),
-            secret_access_key: Secret::new(SK),
-            session_token: token.map(Secret::new),
-        }
+        credentials(AK, SK, token)
     }
 
     fn kms(endpoint: &str) -> AlibabaKms {
@@ -535,13 +441,7 @@ mod tests {
             // A known permanent code wins over a 5xx status.
             ("Forbidden.NoPermission", 503, Permanent, "forbidden_no_permission"),
         ];
-        for &(code, status, class, label) in cases {
-            assert_eq!(classify(Some(code), status), (class, label), "{code} {status}");
-        }
-        assert_eq!(classify(None, 429), (Throttled, "throttling"));
-        assert_eq!(classify(None, 502), (Transient, "http_5xx"));
-        assert_eq!(classify(None, 403), (Permanent, "http_4xx"));
-        assert_eq!(classify(None, 302), (Permanent, "other"));
+        assert_classification(classify, cases);
     }
 
     #[test]

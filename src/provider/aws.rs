@@ -10,11 +10,14 @@ use async_trait::async_trait;
 use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4::SigningParams;
 use aws_smithy_runtime_api::client::identity::Identity;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
+use super::http::{
+    self as phttp, collapse_whitespace, header_value, invalid_response, json_str, parse_endpoint, parse_success,
+    xml_element, ErrorBody,
+};
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
 use crate::secret::Credentials;
 
@@ -83,10 +86,10 @@ impl AwsKms {
             .header(CONTENT_TYPE, AMZ_JSON)
             .header("x-amz-target", &target)
             .header("x-amz-date", &sig.amz_date)
-            .header(AUTHORIZATION, sensitive(&sig.authorization)?)
+            .header(AUTHORIZATION, header_value(&sig.authorization, true)?)
             .body(payload);
         if let Some(token) = &creds.session_token {
-            req = req.header("x-amz-security-token", sensitive(token.expose())?);
+            req = req.header("x-amz-security-token", header_value(token.expose(), true)?);
         }
 
         let resp = req.send().await.map_err(phttp::transport_error)?;
@@ -97,8 +100,7 @@ impl AwsKms {
         if status.is_success() {
             parse_success(&body)
         } else {
-            let token = creds.session_token.as_ref().map_or("", |t| t.expose());
-            let secrets = [creds.secret_access_key.expose(), token, &sig.authorization, &sig.signature];
+            let secrets = phttp::request_secrets(&creds, &sig.authorization, &sig.signature);
             Err(parse_error(status.as_u16(), &headers, &body, &secrets))
         }
     }
@@ -252,32 +254,11 @@ pub fn sign_v4(
     }
 }
 
-/// A header value hidden from reqwest's Debug output.
-fn sensitive(v: &str) -> Result<HeaderValue, ProviderError> {
-    let mut hv = HeaderValue::from_str(v).map_err(|_| {
-        // Never echo the value: it is a credential.
-        ProviderError::new(
-            ErrorClass::Permanent,
-            "InvalidCredentials",
-            "auth",
-            "credential is not a valid header value",
-        )
-    })?;
-    hv.set_sensitive(true);
-    Ok(hv)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Responses
-
-/// Success bodies: AWS sends an empty body for the alias mutators, moto sends `null` (as text/html);
-/// reads send JSON. The content type is not trusted either way.
-fn parse_success(body: &[u8]) -> Result<Value, ProviderError> {
-    if body.trim_ascii().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(body).map_err(|e| invalid_response(format!("response is not JSON: {e}")))
-}
+//
+// Success bodies (`parse_success`): AWS sends an empty body for the alias mutators, moto sends `null` (as
+// text/html); reads send JSON.
 
 /// Turns an error response into a ProviderError. The code comes from `X-Amzn-ErrorType`, else the
 /// body (JSON `__type`/`code`, or XML `<Code>` as moto's strict auth sends); the message from the
@@ -290,49 +271,18 @@ fn parse_error(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) 
         .map(sanitize_code)
         .filter(|c| !c.is_empty())
         .or_else(|| body_code.as_deref().map(sanitize_code).filter(|c| !c.is_empty()));
-    let (class, label) = classify(code, status);
-    let code = match code {
-        Some(c) => truncate(&redact(c, secrets), MAX_CODE_CHARS),
-        None => format!("HTTP{status}"),
-    };
-    let message = match message.filter(|m| !m.trim().is_empty()) {
-        Some(m) => truncate(&redact(&m, secrets), MAX_MESSAGE_CHARS),
-        None => format!("HTTP {status}"),
-    };
-    ProviderError::new(class, code, label, message)
+    phttp::response_error(status, code, message, None, secrets, classify)
 }
 
 /// (code, message) from an error body in any of the shapes seen: KMS JSON, XML, plain text.
 fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return (None, None);
+    match ErrorBody::parse(body) {
+        ErrorBody::Empty => (None, None),
+        ErrorBody::Json(v) => (json_str(&v, &["__type", "code", "Code"]), json_str(&v, &["message", "Message"])),
+        ErrorBody::Markup(xml) => (xml_element(&xml, "Code"), xml_element(&xml, "Message")),
+        // A proxy's or load balancer's page: keep its text (collapsed) as the message.
+        ErrorBody::Text(text) => (None, Some(collapse_whitespace(&text))),
     }
-    if let Ok(v) = serde_json::from_str::<Value>(text) {
-        let field = |names: &[&str]| names.iter().find_map(|n| v.get(n)?.as_str().map(str::to_string));
-        return (field(&["__type", "code", "Code"]), field(&["message", "Message"]));
-    }
-    if text.starts_with('<') {
-        return (xml_element(text, "Code"), xml_element(text, "Message"));
-    }
-    // A proxy's or load balancer's page: keep its text (collapsed) as the message.
-    (None, Some(text.split_whitespace().collect::<Vec<_>>().join(" ")))
-}
-
-/// The text of the first `<name>…</name>` element, entity-decoded. Enough for AWS's flat error XML.
-fn xml_element(xml: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&format!("</{name}>"))?;
-    let raw = xml[start..end].trim();
-    let decoded = raw
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&");
-    Some(decoded)
 }
 
 /// As smithy-rs does: drop a trailing `:url` suffix, then a leading `namespace#`.
@@ -385,12 +335,7 @@ fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
         | "MissingAuthenticationTokenException" => Some((Permanent, "auth")),
         _ => None,
     };
-    known.unwrap_or(match status {
-        429 => (Throttled, "throttling"),
-        500..=599 => (Transient, "http_5xx"),
-        400..=499 if code.is_none() => (Permanent, "http_4xx"),
-        _ => (Permanent, "other"),
-    })
+    known.unwrap_or_else(|| phttp::status_class(status, code.is_some()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,7 +360,7 @@ struct AliasEntry {
 
 /// Whether a listed alias belongs to us: never an AWS-managed one, and under one of `prefixes`.
 fn wanted(name: &str, prefixes: &[String]) -> bool {
-    !name.starts_with(RESERVED_PREFIX) && prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    phttp::wanted(name, RESERVED_PREFIX, prefixes)
 }
 
 /// The marker for the next page, None when done. A truncated page without a marker, or a marker seen
@@ -440,22 +385,11 @@ fn next_marker(
 
 /// `arn:aws:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
 fn bare_key_id(id: &str) -> &str {
-    if !id.starts_with("arn:") {
-        return id;
-    }
-    id.splitn(6, ':').nth(5).and_then(|r| r.strip_prefix("key/")).unwrap_or(id)
+    phttp::arn_key_id(id, "arn:", 6)
 }
 
 fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
-    if alias.starts_with(RESERVED_PREFIX) {
-        return Err(ProviderError::new(
-            ErrorClass::Permanent,
-            "ReservedAlias",
-            "validation",
-            format!("{RESERVED_PREFIX} aliases are managed by AWS and never touched"),
-        ));
-    }
-    Ok(())
+    phttp::refuse_reserved(alias, RESERVED_PREFIX, "AWS")
 }
 
 /// Region and service go into the SigV4 scope `date/region/service/aws4_request`.
@@ -466,34 +400,16 @@ fn check_scope_part(what: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("endpoint must be an http:// or https:// URL with a host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("endpoint must not contain credentials; use the credentials setting".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("endpoint must not have a query or fragment".into());
-    }
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::http::MAX_CODE_CHARS;
+    use crate::provider::sign::testutil::{assert_classification, credentials, serve_full, FullReply as Reply, Log};
     use crate::secret::Secret;
-    use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use reqwest::header::HeaderValue;
 
     fn creds(token: Option<&str>) -> Credentials {
-        Credentials {
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
-            session_token: token.map(Secret::new),
-        }
+        credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     }
 
     // ----- SigV4 vectors, read from the shared reference at test time -----
@@ -733,22 +649,7 @@ mod tests {
             // A known permanent code wins over a 5xx status.
             ("AccessDeniedException", 503, Permanent, "access_denied"),
         ];
-        for &(code, status, class, label) in cases {
-            assert_eq!(classify(Some(code), status), (class, label), "{code} {status}");
-        }
-        assert_eq!(classify(None, 504), (Transient, "http_5xx"));
-        assert_eq!(classify(None, 403), (Permanent, "http_4xx"));
-        assert_eq!(classify(None, 302), (Permanent, "other"));
-    }
-
-    #[test]
-    fn success_bodies() {
-        assert_eq!(parse_success(b"").unwrap(), Value::Null);
-        assert_eq!(parse_success(b"null").unwrap(), Value::Null);
-        assert_eq!(parse_success(b" \n").unwrap(), Value::Null);
-        assert_eq!(parse_success(br#"{"a":1}"#).unwrap(), json!({"a": 1}));
-        let e = parse_success(b"<html>ok</html>").unwrap_err();
-        assert_eq!((e.class, e.label), (ErrorClass::Transient, "invalid_response"));
+        assert_classification(classify, cases);
     }
 
     // ----- identifiers and construction -----
@@ -793,71 +694,9 @@ mod tests {
 
     // ----- against a tiny in-process HTTP server -----
 
-    struct Recorded {
-        headers: Vec<(String, String)>,
-        body: Value,
-    }
-
-    impl Recorded {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-        }
-    }
-
-    type Reply = (u16, Vec<(&'static str, &'static str)>, String);
-    type Log = Arc<Mutex<Vec<Recorded>>>;
-
-    /// Serves `reply(request body)` over HTTP/1.1, one request per connection, recording each request.
+    /// Serves `reply(request body as JSON)`, recording each request.
     async fn serve(reply: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> (String, Log) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let log: Log = Arc::default();
-        let (log2, reply) = (log.clone(), Arc::new(reply));
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let Some(req) = read_request(&mut sock).await else {
-                    continue;
-                };
-                let (status, headers, body) = reply(&req.body);
-                log2.lock().unwrap().push(req);
-                let mut resp =
-                    format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-                for (n, v) in headers {
-                    resp.push_str(&format!("{n}: {v}\r\n"));
-                }
-                resp.push_str("\r\n");
-                resp.push_str(&body);
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            }
-        });
-        (url, log)
-    }
-
-    async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Recorded> {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            let n = sock.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let headers: Vec<(String, String)> = head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let len: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
-        let mut body = buf[head_end + 4..].to_vec();
-        while body.len() < len {
-            let n = sock.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
-            body.extend_from_slice(&chunk[..n]);
-        }
-        Some(Recorded { headers, body: serde_json::from_slice(&body).unwrap_or(Value::Null) })
+        serve_full(move |r| reply(&r.json())).await
     }
 
     fn page(aliases: &[(&str, Option<&str>)], next: Option<&str>) -> Reply {
@@ -897,10 +736,11 @@ mod tests {
         assert_eq!(got, want);
 
         let log = log.lock().unwrap();
-        let markers: Vec<Option<&str>> = log.iter().map(|r| r.body.get("Marker").and_then(Value::as_str)).collect();
-        assert_eq!(markers, [None, Some("m1"), Some("m2")]);
+        let markers: Vec<Option<String>> =
+            log.iter().map(|r| r.json().get("Marker").and_then(Value::as_str).map(str::to_string)).collect();
+        assert_eq!(markers, [None, Some("m1".into()), Some("m2".into())]);
         for r in log.iter() {
-            assert_eq!(r.body["Limit"], 100);
+            assert_eq!(r.json()["Limit"], 100);
             assert_eq!(r.header("x-amz-target"), Some("TrentService.ListAliases"));
             assert_eq!(r.header("content-type"), Some(AMZ_JSON));
             assert_eq!(r.header("x-amz-content-sha256"), None);
@@ -975,8 +815,8 @@ mod tests {
                 "TrentService.CreateAlias"
             ]
         );
-        assert_eq!(log[0].body, json!({"AliasName": "alias/app/moto", "TargetKeyId": "k1"}));
-        assert_eq!(log[2].body, json!({"AliasName": "alias/app/aws"}));
+        assert_eq!(log[0].json(), json!({"AliasName": "alias/app/moto", "TargetKeyId": "k1"}));
+        assert_eq!(log[2].json(), json!({"AliasName": "alias/app/aws"}));
     }
 
     #[tokio::test]

@@ -1,9 +1,15 @@
-//! HTTP plumbing shared by every provider: the client, transport-error mapping, bounded body reads
-//! and text trimming. Nothing cloud-specific lives here.
+//! HTTP plumbing shared by every provider: the client, endpoint checks, transport-error mapping, bounded body
+//! reads, response bodies and error assembly, text trimming, and the alias and key-id rules the clouds share.
+//! Nothing cloud-specific lives here: each provider keeps its own error shapes, field names, classification,
+//! reserved alias prefix and ARN shape, and passes them in.
 
 use std::time::Duration;
 
+use reqwest::header::HeaderValue;
+use serde_json::Value;
+
 use super::{ErrorClass, ProviderError};
+use crate::secret::Credentials;
 
 /// Connecting should be quick even when the request itself may take longer; an unreachable endpoint
 /// must not eat the whole request budget.
@@ -78,6 +84,187 @@ pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<
     Ok(body)
 }
 
+/// A success body as JSON, `Value::Null` when it is empty or blank (some clouds answer mutators with an empty
+/// body, emulators with `null` as text/html). The content type is not trusted either way.
+pub fn parse_success(body: &[u8]) -> Result<Value, ProviderError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| invalid_response(format!("response is not JSON: {e}")))
+}
+
+/// An error response body, by shape (trimmed). Which fields to read from it is the provider's business.
+pub enum ErrorBody {
+    Empty,
+    Json(Value),
+    /// Not JSON, starting with `<`: XML, or a proxy's HTML page.
+    Markup(String),
+    /// Anything else: a proxy's or load balancer's text.
+    Text(String),
+}
+
+impl ErrorBody {
+    pub fn parse(body: &[u8]) -> ErrorBody {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() {
+            ErrorBody::Empty
+        } else if let Ok(v) = serde_json::from_str::<Value>(text) {
+            ErrorBody::Json(v)
+        } else if text.starts_with('<') {
+            ErrorBody::Markup(text.to_string())
+        } else {
+            ErrorBody::Text(text.to_string())
+        }
+    }
+}
+
+/// The first of `names` that is a string field of `v`.
+pub fn json_str(v: &Value, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| v.get(n)?.as_str().map(str::to_string))
+}
+
+/// The text of the first `<name>…</name>` element, entity-decoded. Enough for the flat error XML clouds send.
+pub fn xml_element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    let raw = xml[start..end].trim();
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Runs of white space collapsed to one space: how a proxy's page is kept as an error message.
+pub fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A provider's error classification: (error code if any, HTTP status) → class and bounded metric label.
+pub type Classify = fn(Option<&str>, u16) -> (ErrorClass, &'static str);
+
+/// How an error the provider does not recognise is classified, by HTTP status alone: 429 throttled, 5xx
+/// transient, anything else permanent (`http_4xx` for a 4xx that carries no code at all, else `other`).
+pub fn status_class(status: u16, has_code: bool) -> (ErrorClass, &'static str) {
+    match status {
+        429 => (ErrorClass::Throttled, "throttling"),
+        500..=599 => (ErrorClass::Transient, "http_5xx"),
+        400..=499 if !has_code => (ErrorClass::Permanent, "http_4xx"),
+        _ => (ErrorClass::Permanent, "other"),
+    }
+}
+
+/// The ProviderError for an error response, from the parts the provider read in it. The code (trimmed; blank is
+/// none) is classified with the status by `classify`, then redacted and truncated; without one it is
+/// `HTTP{status}`. The message (`HTTP {status}` when blank) gets ` ({name} {id})` appended for a non-empty
+/// `request_id` of `(name, id)`, then `secrets` are scrubbed from it before it is truncated.
+pub fn response_error(
+    status: u16,
+    code: Option<&str>,
+    message: Option<String>,
+    request_id: Option<(&str, String)>,
+    secrets: &[&str],
+    classify: Classify,
+) -> ProviderError {
+    let code = code.map(str::trim).filter(|c| !c.is_empty());
+    let (class, label) = classify(code, status);
+    let code = match code {
+        Some(c) => truncate(&redact(c, secrets), MAX_CODE_CHARS),
+        None => format!("HTTP{status}"),
+    };
+    let mut message = message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| format!("HTTP {status}"));
+    if let Some((name, id)) = request_id.filter(|(_, id)| !id.is_empty()) {
+        message.push_str(&format!(" ({name} {id})"));
+    }
+    ProviderError::new(class, code, label, truncate(&redact(&message, secrets), MAX_MESSAGE_CHARS))
+}
+
+/// What an error message must never show: the secret key, the session token, and the request's own
+/// Authorization header and signature (clouds echo request parts back in signature errors).
+pub fn request_secrets<'a>(creds: &'a Credentials, authorization: &'a str, signature: &'a str) -> [&'a str; 4] {
+    let token = creds.session_token.as_ref().map_or("", |t| t.expose());
+    [creds.secret_access_key.expose(), token, authorization, signature]
+}
+
+/// A header value; `sensitive` ones (credentials) are hidden from reqwest's Debug. Never echoes the value.
+pub fn header_value(v: &str, sensitive: bool) -> Result<HeaderValue, ProviderError> {
+    let mut hv = HeaderValue::from_str(v).map_err(|_| {
+        ProviderError::new(
+            ErrorClass::Permanent,
+            "InvalidCredentials",
+            "auth",
+            "credential is not a valid header value",
+        )
+    })?;
+    hv.set_sensitive(sensitive);
+    Ok(hv)
+}
+
+/// The region is part of the default host name.
+pub fn check_region(region: &str) -> Result<(), String> {
+    if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("region {region:?} must be non-empty letters, digits or '-'"));
+    }
+    Ok(())
+}
+
+/// An endpoint URL: http(s) with a host, no userinfo, query or fragment. Errors never echo the endpoint: a
+/// mistyped one may carry userinfo.
+pub fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("endpoint must be an http:// or https:// URL with a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("endpoint must not contain credentials; use the credentials setting".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("endpoint must not have a query or fragment".into());
+    }
+    Ok(url)
+}
+
+/// `host[:port]` exactly as the HTTP client sends it (the URL drops a default port).
+pub fn host_header(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// Whether a listed alias belongs to us: never one under the cloud-managed `reserved` prefix, and under one of
+/// `prefixes`.
+pub fn wanted(name: &str, reserved: &str, prefixes: &[String]) -> bool {
+    !name.starts_with(reserved) && prefixes.iter().any(|p| name.starts_with(p.as_str()))
+}
+
+/// Refuses an alias under the `reserved` prefix that `owner` (the cloud) manages, before any request is made.
+pub fn refuse_reserved(alias: &str, reserved: &str, owner: &str) -> Result<(), ProviderError> {
+    if alias.starts_with(reserved) {
+        return Err(ProviderError::new(
+            ErrorClass::Permanent,
+            "ReservedAlias",
+            "validation",
+            format!("{reserved} aliases are managed by {owner} and never touched"),
+        ));
+    }
+    Ok(())
+}
+
+/// `ID` from a key ARN that starts with `scheme` and has `key/ID` as its `fields`-th `:`-separated field;
+/// anything else is returned as is.
+pub fn arn_key_id<'a>(id: &'a str, scheme: &str, fields: usize) -> &'a str {
+    if !id.starts_with(scheme) {
+        return id;
+    }
+    id.splitn(fields, ':').nth(fields - 1).and_then(|r| r.strip_prefix("key/")).unwrap_or(id)
+}
+
 /// Cuts `s` to at most `max` characters (on a char boundary), marking the cut.
 pub fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
@@ -125,6 +312,16 @@ mod tests {
         assert_eq!(truncate("abcd", 3), "abc…");
         assert_eq!(truncate("ééé", 2), "éé…");
         assert_eq!(truncate("", 0), "");
+    }
+
+    #[test]
+    fn success_bodies() {
+        assert_eq!(parse_success(b"").unwrap(), Value::Null);
+        assert_eq!(parse_success(b"null").unwrap(), Value::Null);
+        assert_eq!(parse_success(b" \n").unwrap(), Value::Null);
+        assert_eq!(parse_success(br#"{"a":1}"#).unwrap(), serde_json::json!({"a": 1}));
+        let e = parse_success(b"<html>ok</html>").unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::Transient, "invalid_response"));
     }
 
     #[test]

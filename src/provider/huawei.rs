@@ -27,12 +27,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::http::{self as phttp, invalid_response, redact, truncate, MAX_CODE_CHARS, MAX_MESSAGE_CHARS};
+use super::http::{
+    self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
+    parse_endpoint, parse_success, ErrorBody,
+};
 use super::sign::{self, sdk_hmac, SignableRequest};
 use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
@@ -96,9 +99,7 @@ impl HuaweiKms {
         creds: Credentials,
         timeout: Duration,
     ) -> Result<HuaweiKms, String> {
-        if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!("region {region:?} must be non-empty letters, digits or '-'"));
-        }
+        check_region(region)?;
         if project_id.is_empty() || project_id.len() > 64 || !project_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err("project_id must be 1-64 letters and digits".into());
         }
@@ -153,8 +154,7 @@ impl HuaweiKms {
         if status.is_success() {
             parse_success(&body)
         } else {
-            let token = p.creds.session_token.as_ref().map_or("", |t| t.expose());
-            let secrets = [p.creds.secret_access_key.expose(), token, &p.authorization, &p.signature];
+            let secrets = phttp::request_secrets(&p.creds, &p.authorization, &p.signature);
             Err(parse_error(status.as_u16(), &body, &secrets))
         }
     }
@@ -365,49 +365,27 @@ pub fn to_canonical(naming: AliasPrefix, wire: &str) -> Cow<'_, str> {
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-fn parse_success(body: &[u8]) -> Result<Value, ProviderError> {
-    if body.trim_ascii().is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(body).map_err(|e| invalid_response(format!("response is not JSON: {e}")))
-}
-
 /// Turns an error response into a ProviderError. Shapes: KMS `{"error":{"error_code","error_msg"}}`, the same
 /// fields at top level, API Gateway `{"error_code":"APIGW.0308","error_msg":…,"request_id":…}`, or a proxy's
 /// text. `secrets` are scrubbed from code and message.
 fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
     let (code, message, request_id) = parse_error_body(body);
-    let code = code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
-    let (class, label) = classify(code.as_deref(), status);
-    let code = match code {
-        Some(c) => truncate(&redact(&c, secrets), MAX_CODE_CHARS),
-        None => format!("HTTP{status}"),
-    };
-    let mut message = message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| format!("HTTP {status}"));
-    if let Some(id) = request_id.filter(|id| !id.is_empty()) {
-        message.push_str(&format!(" (request_id {id})"));
-    }
-    ProviderError::new(class, code, label, truncate(&redact(&message, secrets), MAX_MESSAGE_CHARS))
+    let request_id = request_id.map(|id| ("request_id", id));
+    phttp::response_error(status, code.as_deref(), message, request_id, secrets, classify)
 }
 
 /// (code, message, request id) from an error body.
 fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>, Option<String>) {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return (None, None, None);
-    }
-    if let Ok(v) = serde_json::from_str::<Value>(text) {
-        let top = |names: &[&str]| names.iter().find_map(|n| v.get(n)?.as_str().map(str::to_string));
-        let request_id = top(&["request_id", "requestId"]);
-        if let Some(inner) = v.get("error").filter(|e| e.is_object()) {
-            let field = |names: &[&str]| names.iter().find_map(|n| inner.get(n)?.as_str().map(str::to_string));
-            return (field(&["error_code", "code"]), field(&["error_msg", "message"]), request_id);
+    match ErrorBody::parse(body) {
+        ErrorBody::Empty => (None, None, None),
+        ErrorBody::Json(v) => {
+            let request_id = json_str(&v, &["request_id", "requestId"]);
+            let fields = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
+            (json_str(fields, &["error_code", "code"]), json_str(fields, &["error_msg", "message"]), request_id)
         }
-        return (top(&["error_code", "code"]), top(&["error_msg", "message"]), request_id);
+        // A proxy's or load balancer's page: keep its text (collapsed) as the message.
+        ErrorBody::Markup(text) | ErrorBody::Text(text) => (None, Some(collapse_whitespace(&text)), None),
     }
-    // A proxy's or load balancer's page: keep its text (collapsed) as the message.
-    (None, Some(text.split_whitespace().collect::<Vec<_>>().join(" ")), None)
 }
 
 /// The one place a Huawei error becomes an [`ErrorClass`] and a bounded metric label. A known code wins over
@@ -445,12 +423,7 @@ fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
         }
         _ => None,
     };
-    known.unwrap_or(match status {
-        429 => (Throttled, "throttling"),
-        500..=599 => (Transient, "http_5xx"),
-        400..=499 if code.is_none() => (Permanent, "http_4xx"),
-        _ => (Permanent, "other"),
-    })
+    known.unwrap_or_else(|| phttp::status_class(status, code.is_some()))
 }
 
 /// A client error that could be Huawei's (undocumented) way of saying "this alias already exists / is not on
@@ -508,50 +481,11 @@ impl ListPage {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Plumbing
-
-/// A header value; `sensitive` ones are hidden from reqwest's Debug. Never echoes the value.
-fn header_value(v: &str, sensitive: bool) -> Result<HeaderValue, ProviderError> {
-    let mut hv = HeaderValue::from_str(v).map_err(|_| {
-        ProviderError::new(
-            ErrorClass::Permanent,
-            "InvalidCredentials",
-            "auth",
-            "credential is not a valid header value",
-        )
-    })?;
-    hv.set_sensitive(sensitive);
-    Ok(hv)
-}
-
-fn parse_endpoint(endpoint: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("endpoint is not a valid URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("endpoint must be an http:// or https:// URL with a host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("endpoint must not contain credentials; use the credentials setting".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("endpoint must not have a query or fragment".into());
-    }
-    Ok(url)
-}
-
-/// `host[:port]` exactly as the HTTP client sends it (the URL drops a default port).
-fn host_header(url: &reqwest::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::sign::testutil::{pairs, serve, Log, RawRequest, Reply};
+    use crate::provider::http::MAX_CODE_CHARS;
+    use crate::provider::sign::testutil::{assert_classification, credentials, pairs, serve, Log, RawRequest, Reply};
     use crate::secret::Secret;
 
     const AK: &str = "HPUAFAKEACCESSKEY0001";
@@ -561,11 +495,7 @@ mod tests {
     const KEY2: &str = "bb6a3d22-dc93-47ac-b5bd-88df7ad35f1e";
 
     fn creds(token: Option<&str>) -> Credentials {
-        Credentials {
-            access_key_id: AK.into(),
-            secret_access_key: Secret::new(SK),
-            session_token: token.map(Secret::new),
-        }
+        credentials(AK, SK, token)
     }
 
     fn kms(endpoint: &str, naming: AliasPrefix) -> HuaweiKms {
@@ -664,12 +594,7 @@ mod tests {
             // A known permanent code wins over a 5xx status.
             ("KMS.0306", 500, Permanent, "access_denied"),
         ];
-        for &(code, status, class, label) in cases {
-            assert_eq!(classify(Some(code), status), (class, label), "{code} {status}");
-        }
-        assert_eq!(classify(None, 429), (Throttled, "throttling"));
-        assert_eq!(classify(None, 504), (Transient, "http_5xx"));
-        assert_eq!(classify(None, 404), (Permanent, "http_4xx"));
+        assert_classification(classify, cases);
     }
 
     #[test]

@@ -12,22 +12,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{
-    canonical_headers, canonical_path, canonical_query, constant_time_eq, hex_sha256, hmac_sha256,
-    normalize_signed_headers, Authorization, SignableRequest,
-};
+pub use super::Signed;
+use super::{canonical_path, hex_sha256, hmac_sha256_hex, verify_signature, Authorization, SignableRequest};
 
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
-
-/// The result of signing. No Debug: the signature and the header are credentials for the request's lifetime.
-pub struct Signed {
-    pub canonical_request: String,
-    pub string_to_sign: String,
-    /// Lower-case hex.
-    pub signature: String,
-    /// The `Authorization` header value.
-    pub authorization: String,
-}
 
 /// `x-acs-date`: UTC `YYYY-MM-DDThh:mm:ssZ`.
 pub fn format_date(t: DateTime<Utc>) -> String {
@@ -36,17 +24,7 @@ pub fn format_date(t: DateTime<Utc>) -> String {
 
 /// The canonical request over `signed_headers` (any case, any order; normalized here).
 pub fn canonical_request(req: &SignableRequest<'_>, signed_headers: &[&str]) -> String {
-    let signed = normalize_signed_headers(signed_headers);
-    let (headers, signed_list) = canonical_headers(req.headers, &signed);
-    format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        req.method,
-        canonical_path(req.path),
-        canonical_query(req.query),
-        headers,
-        signed_list,
-        hex_sha256(req.body)
-    )
+    super::canonical_request(req, signed_headers, &canonical_path(req.path), &hex_sha256(req.body))
 }
 
 /// `ACS3-HMAC-SHA256\n` + hex(SHA256(canonical request)).
@@ -56,7 +34,7 @@ pub fn string_to_sign(canonical_request: &str) -> String {
 
 /// hex(HMAC-SHA256(secret, string to sign)); the raw secret is the key.
 pub fn signature(secret: &str, string_to_sign: &str) -> String {
-    hex::encode(hmac_sha256(secret.as_bytes(), string_to_sign.as_bytes()))
+    hmac_sha256_hex(secret, string_to_sign)
 }
 
 /// The `Authorization` header value. `signed_headers` is the `a;b;c` list as in the canonical request.
@@ -68,9 +46,9 @@ pub fn authorization(access_key_id: &str, signed_headers: &str, signature: &str)
 pub fn sign(req: &SignableRequest<'_>, signed_headers: &[&str], access_key_id: &str, secret: &str) -> Signed {
     let canonical_request = canonical_request(req, signed_headers);
     let string_to_sign = string_to_sign(&canonical_request);
-    let signature = signature(secret, &string_to_sign);
-    let authorization = authorization(access_key_id, &normalize_signed_headers(signed_headers).join(";"), &signature);
-    Signed { canonical_request, string_to_sign, signature, authorization }
+    Signed::finish(canonical_request, string_to_sign, signed_headers, secret, |list, sig| {
+        authorization(access_key_id, list, sig)
+    })
 }
 
 /// Parses an `Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…` value.
@@ -82,40 +60,17 @@ pub fn parse_authorization(value: &str) -> Option<Authorization> {
 /// of `auth.access_key_id`). Compared in constant time. Checking the date window, the nonce and which headers
 /// must be signed is the caller's policy.
 pub fn verify(req: &SignableRequest<'_>, auth: &Authorization, secret: &str) -> bool {
-    let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
-    let expected = signature(secret, &string_to_sign(&canonical_request(req, &signed)));
-    constant_time_eq(expected.as_bytes(), auth.signature.to_ascii_lowercase().as_bytes())
+    verify_signature(auth, |signed| signature(secret, &string_to_sign(&canonical_request(req, signed))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::sign::testutil::{pairs, Vector};
+    use crate::provider::sign::testutil::check_header_vector;
 
-    /// Recomputes an ACS3 vector from its raw request: every step must match byte for byte, and so must the
-    /// Authorization header the SDK sent.
+    /// Recomputes an ACS3 vector from its raw request (see [`check_header_vector`]).
     fn check(file: &str) {
-        let v = Vector::load(file);
-        let (request_line, headers, body) = v.raw();
-        let (path, query) = v.target();
-        assert!(request_line.starts_with(&format!("{} {}", v.field("method"), path)), "{file}");
-        let headers = pairs(&headers);
-        let sent = crate::provider::sign::header(&headers, "Authorization").unwrap();
-        let auth = parse_authorization(sent).expect("vector Authorization parses");
-        let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
-        let query = pairs(&query);
-        let req =
-            SignableRequest { method: &v.field("method"), path: &path, query: &query, headers: &headers, body: &body };
-        let s = sign(&req, &signed, &v.field("access_key_id"), &v.field("secret"));
-        assert_eq!(s.canonical_request, v.block("canonical_request"), "{file}: canonical request");
-        assert_eq!(s.string_to_sign, v.block("string_to_sign"), "{file}: string to sign");
-        assert_eq!(s.signature, v.field("expected"), "{file}: signature");
-        assert_eq!(s.authorization, sent, "{file}: Authorization header");
-        assert_eq!(crate::provider::sign::header(&headers, "x-acs-date").unwrap(), v.field("timestamp"));
-        assert!(verify(&req, &auth, &v.field("secret")), "{file}: verify");
-        assert!(!verify(&req, &auth, "wrong-secret"), "{file}: verify with a wrong secret");
-        let tampered = SignableRequest { body: b"x", ..req };
-        assert!(!verify(&tampered, &auth, &v.field("secret")), "{file}: verify a tampered body");
+        check_header_vector(file, "x-acs-date", parse_authorization, sign, verify);
     }
 
     #[test]

@@ -159,6 +159,53 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The result of a header signature ([`acs3`], [`sdk_hmac`]). No Debug: the signature and the header are
+/// credentials for the request's lifetime.
+pub struct Signed {
+    pub canonical_request: String,
+    pub string_to_sign: String,
+    /// Lower-case hex.
+    pub signature: String,
+    /// The `Authorization` header value.
+    pub authorization: String,
+}
+
+impl Signed {
+    /// The steps after the string to sign, which [`acs3`] and [`sdk_hmac`] share: the signature is
+    /// hex(HMAC-SHA256(secret, string to sign)), and the header `authorization(signed header list, signature)`.
+    fn finish(
+        canonical_request: String,
+        string_to_sign: String,
+        signed_headers: &[&str],
+        secret: &str,
+        authorization: impl FnOnce(&str, &str) -> String,
+    ) -> Signed {
+        let signature = hmac_sha256_hex(secret, &string_to_sign);
+        let authorization = authorization(&normalize_signed_headers(signed_headers).join(";"), &signature);
+        Signed { canonical_request, string_to_sign, signature, authorization }
+    }
+}
+
+/// hex(HMAC-SHA256(secret, data)), the raw secret as the key (no key derivation, no scope).
+pub fn hmac_sha256_hex(secret: &str, data: &str) -> String {
+    hex::encode(hmac_sha256(secret.as_bytes(), data.as_bytes()))
+}
+
+/// The canonical request of a header signature, `METHOD\nURI\nQUERY\nHEADERS\nSIGNED\nPAYLOAD`, over
+/// `signed_headers` (any case, any order; normalized here), with the scheme's canonical `uri` and `payload` hash.
+fn canonical_request(req: &SignableRequest<'_>, signed_headers: &[&str], uri: &str, payload: &str) -> String {
+    let signed = normalize_signed_headers(signed_headers);
+    let (headers, signed_list) = canonical_headers(req.headers, &signed);
+    format!("{}\n{uri}\n{}\n{headers}\n{signed_list}\n{payload}", req.method, canonical_query(req.query))
+}
+
+/// Whether `auth.signature` (hex, any case) is `expected(the headers auth lists)`, the signature recomputed over
+/// them. Compared in constant time.
+fn verify_signature(auth: &Authorization, expected: impl FnOnce(&[&str]) -> String) -> bool {
+    let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
+    constant_time_eq(expected(&signed).as_bytes(), auth.signature.to_ascii_lowercase().as_bytes())
+}
+
 /// Parses `<algorithm> <key_field>=<AK>,SignedHeaders=a;b,Signature=<sig>`, with or without spaces after the
 /// commas. None if the algorithm differs or a field is missing or empty.
 fn parse_authorization(value: &str, algorithm: &str, key_field: &str) -> Option<Authorization> {

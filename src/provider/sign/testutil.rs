@@ -1,12 +1,16 @@
-//! Test-only helpers shared by the signer and provider tests: the signing-vector reader and a tiny in-process
-//! HTTP/1.1 server that records every raw request (so a test can recompute its signature).
+//! Test-only helpers shared by the signer and provider tests: the signing-vector reader and the vector check of
+//! the header signatures, test credentials, a tiny in-process HTTP/1.1 server that records every raw request (so
+//! a test can recompute its signature), and the check of a provider's error classification.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{hex_sha256, parse_query};
+use super::{header, hex_sha256, parse_query, Authorization, SignableRequest, Signed};
+use crate::provider::http::Classify;
+use crate::provider::ErrorClass;
+use crate::secret::{Credentials, Secret};
 
 /// One signing vector from `shared/reference/signing-vectors/`, read at test time.
 pub(crate) struct Vector {
@@ -60,6 +64,53 @@ impl Vector {
     }
 }
 
+/// Test credentials, with a session token when `token` is given.
+pub(crate) fn credentials(access_key_id: &str, secret: &str, token: Option<&str>) -> Credentials {
+    Credentials {
+        access_key_id: access_key_id.into(),
+        secret_access_key: Secret::new(secret),
+        session_token: token.map(Secret::new),
+    }
+}
+
+/// Recomputes a header-signature vector ([`super::acs3`], [`super::sdk_hmac`]) from its raw request: every step
+/// must match byte for byte, and so must the Authorization header the SDK sent. `sign(request, signed headers,
+/// access key id, secret)` signs with the scheme; `verify` must accept the request and refuse a wrong secret, a
+/// tampered body and the request without its `date_header` (which holds the vector's timestamp).
+pub(crate) fn check_header_vector(
+    file: &str,
+    date_header: &str,
+    parse_authorization: fn(&str) -> Option<Authorization>,
+    sign: impl Fn(&SignableRequest<'_>, &[&str], &str, &str) -> Signed,
+    verify: fn(&SignableRequest<'_>, &Authorization, &str) -> bool,
+) {
+    let v = Vector::load(file);
+    let (request_line, headers, body) = v.raw();
+    let (path, query) = v.target();
+    let method = v.field("method");
+    assert!(request_line.starts_with(&format!("{method} {}", v.field("request_target"))), "{file}");
+    let headers = pairs(&headers);
+    let sent = header(&headers, "Authorization").unwrap();
+    let auth = parse_authorization(sent).expect("vector Authorization parses");
+    let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
+    assert_eq!(header(&headers, date_header), Some(v.field("timestamp").as_str()), "{file}: date");
+    let query = pairs(&query);
+    let req = SignableRequest { method: &method, path: &path, query: &query, headers: &headers, body: &body };
+    let secret = v.field("secret");
+    let s = sign(&req, &signed, &v.field("access_key_id"), &secret);
+    assert_eq!(s.canonical_request, v.block("canonical_request"), "{file}: canonical request");
+    assert_eq!(s.string_to_sign, v.block("string_to_sign"), "{file}: string to sign");
+    assert_eq!(s.signature, v.field("expected"), "{file}: signature");
+    assert_eq!(s.authorization, sent, "{file}: Authorization header");
+    assert!(verify(&req, &auth, &secret), "{file}: verify");
+    assert!(!verify(&req, &auth, "wrong-secret"), "{file}: verify with a wrong secret");
+    let tampered = [body.as_slice(), b"x"].concat();
+    assert!(!verify(&SignableRequest { body: &tampered, ..req }, &auth, &secret), "{file}: tampered body");
+    let no_date: Vec<(&str, &str)> =
+        headers.iter().copied().filter(|(n, _)| !n.eq_ignore_ascii_case(date_header)).collect();
+    assert!(!verify(&SignableRequest { headers: &no_date, ..req }, &auth, &secret), "{file}: no date");
+}
+
 /// Borrowed view of owned pairs.
 pub(crate) fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
@@ -91,11 +142,22 @@ impl RawRequest {
 
 /// (HTTP status, JSON body).
 pub(crate) type Reply = (u16, String);
+/// (HTTP status, response headers, body).
+pub(crate) type FullReply = (u16, Vec<(&'static str, &'static str)>, String);
 pub(crate) type Log = Arc<Mutex<Vec<RawRequest>>>;
+
+/// Serves `reply(request)` as JSON; see [`serve_full`].
+pub(crate) async fn serve(reply: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static) -> (String, Log) {
+    serve_full(move |r| {
+        let (status, body) = reply(r);
+        (status, vec![("Content-Type", "application/json")], body)
+    })
+    .await
+}
 
 /// Serves `reply(request)` over HTTP/1.1 on 127.0.0.1, one request per connection, recording each request.
 /// Returns the base URL (`http://127.0.0.1:PORT`) and the log.
-pub(crate) async fn serve(reply: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static) -> (String, Log) {
+pub(crate) async fn serve_full(reply: impl Fn(&RawRequest) -> FullReply + Send + Sync + 'static) -> (String, Log) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let log: Log = Arc::default();
@@ -105,12 +167,14 @@ pub(crate) async fn serve(reply: impl Fn(&RawRequest) -> Reply + Send + Sync + '
             let Some(req) = read_request(&mut sock).await else {
                 continue;
             };
-            let (status, body) = reply(&req);
+            let (status, headers, body) = reply(&req);
             log2.lock().unwrap().push(req);
-            let resp = format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let mut resp = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+            for (n, v) in headers {
+                resp.push_str(&format!("{n}: {v}\r\n"));
+            }
+            resp.push_str("\r\n");
+            resp.push_str(&body);
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         }
@@ -147,4 +211,24 @@ async fn read_request(sock: &mut TcpStream) -> Option<RawRequest> {
         None => (target, Vec::new()),
     };
     Some(RawRequest { method, path, query, headers, body })
+}
+
+/// Checks a provider's `classify` against its table of (code, status, class, label), and that a response without
+/// a code is classified by its status alone.
+pub(crate) fn assert_classification(classify: Classify, cases: &[(&str, u16, ErrorClass, &str)]) {
+    for &(code, status, class, label) in cases {
+        assert_eq!(classify(Some(code), status), (class, label), "{code} {status}");
+    }
+    use ErrorClass::*;
+    let by_status = [
+        (429, Throttled, "throttling"),
+        (502, Transient, "http_5xx"),
+        (504, Transient, "http_5xx"),
+        (403, Permanent, "http_4xx"),
+        (404, Permanent, "http_4xx"),
+        (302, Permanent, "other"),
+    ];
+    for (status, class, label) in by_status {
+        assert_eq!(classify(None, status), (class, label), "no code, {status}");
+    }
 }
