@@ -14,29 +14,39 @@ pub enum KeyId {
     Heap(Box<str>),
 }
 
-fn hex16(s: &str) -> Option<[u8; 16]> {
-    let b = s.as_bytes();
-    if b.len() != 32 || !b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
-        return None;
-    }
+/// 32 lowercase hex digits (hyphens skipped where `skip` says) → 16 bytes.
+fn hex16(b: &[u8], skip: &[usize]) -> Option<[u8; 16]> {
     let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    let mut n = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
+        let v = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        if n == 32 {
+            return None;
+        }
+        out[n / 2] |= if n % 2 == 0 { v << 4 } else { v };
+        n += 1;
     }
-    Some(out)
+    (n == 32).then_some(out)
 }
 
 impl KeyId {
     /// Only shapes that print back byte for byte are packed (lowercase hex).
     pub fn new(s: &str) -> KeyId {
         let b = s.as_bytes();
-        if b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') {
-            let hex: String = s.split('-').collect();
-            if let (Some(v), true) = (hex16(&hex), s.split('-').map(str::len).eq([8, 4, 4, 4, 12])) {
+        const HYPHENS: [usize; 4] = [8, 13, 18, 23];
+        if b.len() == 36 && HYPHENS.iter().all(|&i| b[i] == b'-') {
+            if let Some(v) = hex16(b, &HYPHENS) {
                 return KeyId::Uuid(v);
             }
         }
-        if let Some(v) = s.strip_prefix("mrk-").and_then(hex16) {
+        if let Some(v) = s.strip_prefix("mrk-").and_then(|h| hex16(h.as_bytes(), &[])) {
             return KeyId::Mrk(v);
         }
         if b.len() <= INLINE {

@@ -79,6 +79,8 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
             }
             Err(e) => {
                 metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
+                // A target that cannot even list still shows its backlog (the lag alerts need it).
+                update_gauges(t);
                 let d = backoff.next().unwrap_or(inner.cfg.backoff_max);
                 tracing::warn!(target_name = %t.name, error = %e, retry_in_ms = d.as_millis() as u64, "listing failed");
                 tokio::time::sleep(d).await;
