@@ -306,3 +306,30 @@ async fn a_live_metrics_scrape_passes_promtool_check_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_the_desired_topic_are_read_without_a_restart() {
+    let s = setup("grow", "").await;
+    let k = create_key(&s.use1).await;
+    let d = Daemon::start(&s.cfg);
+    d.wait_ready().await;
+    // setup() made 3 partitions; grow to 5 and write straight into the new ones.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let grow = rdkafka::admin::NewPartitions::new(&s.cfg.topic, 5);
+    for r in admin.create_partitions([&grow], &rdkafka::admin::AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let p = producer();
+    for (i, part) in [3, 4].into_iter().enumerate() {
+        let a = format!("{}new{i}", s.prefix);
+        let v = event(&a, 1, &[("use1", &k)]);
+        let rec = rdkafka::producer::FutureRecord::to(&s.cfg.topic).key(&a).payload(&v).partition(part);
+        p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+    wait_for("events in the new partitions applied", Duration::from_secs(40), || async {
+        live(&s.use1, &s.prefix).await.len() == 2
+    })
+    .await;
+    assert!(d.logs().contains("reading new desired-topic partitions"));
+}

@@ -152,7 +152,10 @@ impl Table {
         let mut lag_tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
-                _ = lag_tick.tick() => self.update_lag(),
+                _ = lag_tick.tick() => {
+                    self.adopt_new_partitions().await;
+                    self.update_lag();
+                }
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
                         let (p, o) = (m.partition(), m.offset());
@@ -176,6 +179,31 @@ impl Table {
     }
 
     /// Records not yet read, from the partitions' end offsets (one metadata round trip each).
+    /// Partitions added to the desired topic while we run are read from their beginning too.
+    async fn adopt_new_partitions(&mut self) {
+        let md =
+            tokio::task::block_in_place(|| self.consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(5)));
+        let Ok(md) = md else { return };
+        let Some(t) = md.topics().first() else { return };
+        let new: Vec<i32> = t.partitions().iter().map(|p| p.id()).filter(|p| !self.positions.contains_key(p)).collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &new {
+            let _ = tpl.add_partition_offset(&self.topic, p, Offset::Beginning);
+        }
+        match self.consumer.incremental_assign(&tpl) {
+            Ok(()) => {
+                tracing::info!(topic = %self.topic, partitions = ?new, "reading new desired-topic partitions");
+                self.positions.extend(new.iter().map(|&p| (p, 0)));
+                // Dead-letter duty covers them once the lease map is recomputed.
+                self.update_duty().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "assigning new desired-topic partitions failed; retrying"),
+        }
+    }
+
     fn update_lag(&self) {
         let lag: i64 = tokio::task::block_in_place(|| {
             self.positions
