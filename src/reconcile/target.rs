@@ -154,8 +154,21 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
     m.last_scan_success.with_label_values(&[&t.name]).set(now_unix as f64);
     m.last_scan_duration.with_label_values(&[&t.name]).set(took.as_secs_f64());
     m.scans.with_label_values(&[&t.name, "ok"]).inc();
+    // One summary line per scan (a first start against an empty target finds every alias missing);
+    // each alias at debug, and by name in /status.
+    if !report.drifted.is_empty() {
+        let sample: Vec<&str> = report.drifted.iter().take(10).map(|d| d.alias.as_str()).collect();
+        tracing::warn!(
+            target_name = %t.name,
+            missing = report.count(Kind::Missing),
+            wrong_key = report.count(Kind::WrongKey),
+            orphan = report.count(Kind::Orphan),
+            ?sample,
+            "drift found by scan"
+        );
+    }
     for d in &report.drifted {
-        tracing::warn!(target_name = %t.name, alias = %d.alias, kind = d.kind.as_str(), desired = ?d.desired, live = ?d.live, "drift");
+        tracing::debug!(target_name = %t.name, alias = %d.alias, kind = d.kind.as_str(), desired = ?d.desired, live = ?d.live, "drift");
     }
     if t.mode == Mode::Enforce {
         let now = Instant::now();
