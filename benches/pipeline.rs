@@ -1,41 +1,20 @@
 //! Decode + validate + apply (diff) throughput on one core: the per-event cost of the source stage.
 //! `cargo bench --bench pipeline`; the README records the figures.
 
+mod common;
+
 use std::hint::black_box;
 
-use aliassync::config::ProviderKind;
 use aliassync::desired::Store;
-use aliassync::event::Decoder;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-fn decoder() -> Decoder {
-    Decoder::new(
-        [
-            ("aws-prod-use1".to_string(), ProviderKind::Aws),
-            ("aws-prod-euw1".to_string(), ProviderKind::Aws),
-            ("ali-prod-hz".to_string(), ProviderKind::Alibaba),
-            ("hw-prod-cn4".to_string(), ProviderKind::Huawei),
-        ],
-        vec!["alias/app/".into()],
-        65536,
-    )
-}
-
-/// `n` distinct events shaped like DESIGN §2.1 (4 targets in 3 clouds).
+/// `n` distinct events.
 fn events(n: usize, rev: u64) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| {
-            let alias = format!("alias/app/service-{i:07}/payments");
-            let v = format!(
-                r#"{{"schema":1,"alias":"{alias}","revision":{rev},"targets":{{"aws-prod-use1":"mrk-1234abcd12ab34cd56ef{i:012x}","aws-prod-euw1":"mrk-1234abcd12ab34cd56ef{i:012x}","ali-prod-hz":"key-hzz62f1cb66fa42qo{i:07}","hw-prod-cn4":"bb6a3d22-dc93-47ac-b5bd-{i:012x}"}}}}"#
-            );
-            (alias, v)
-        })
-        .collect()
+    (0..n).map(|i| common::event(i, rev)).collect()
 }
 
 fn bench(c: &mut Criterion) {
-    let d = decoder();
+    let d = common::decoder();
     let evs = events(100_000, 1);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(evs.len() as u64));

@@ -62,6 +62,20 @@ pub fn parse_aws_authorization(value: &str) -> Option<AwsAuth> {
     (scope.next() == Some("aws4_request") && !auth.access_key_id.is_empty()).then_some(auth)
 }
 
+/// The signers' view of a received request (query decoded as the SDKs encode it).
+fn with_signable<R>(req: &RawRequest, f: impl FnOnce(&SignableRequest) -> R) -> R {
+    let query = crate::wire::decode_query(&req.raw_query);
+    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers = req.header_pairs();
+    f(&SignableRequest {
+        method: req.method.as_str(),
+        path: &req.path,
+        query: &query,
+        headers: &headers,
+        body: &req.body,
+    })
+}
+
 fn check_skew(app: &App, t: DateTime<Utc>, shown: &str) -> Result<(), AuthFailure> {
     let Some(max) = app.options.max_clock_skew else { return Ok(()) };
     let skew = (Utc::now() - t).num_seconds().unsigned_abs();
@@ -172,17 +186,8 @@ pub fn alibaba(app: &App, req: &RawRequest, params: &[(String, String)]) -> Resu
         let t = parse_iso_date(date)
             .ok_or_else(|| AuthFailure::Incomplete("x-acs-date is not in yyyy-MM-ddTHH:mm:ssZ form".into()))?;
         check_skew(app, t, date)?;
-        let query: Vec<(String, String)> = crate::wire::decode_query(&req.raw_query);
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let headers = req.header_pairs();
-        let signable = SignableRequest {
-            method: req.method.as_str(),
-            path: &req.path,
-            query: &query,
-            headers: &headers,
-            body: &req.body,
-        };
-        return if acs3::verify(&signable, &auth, &cred.secret) { Ok(()) } else { Err(AuthFailure::Mismatch) };
+        let ok = with_signable(req, |signable| acs3::verify(signable, &auth, &cred.secret));
+        return if ok { Ok(()) } else { Err(AuthFailure::Mismatch) };
     }
     let Some(_) = param(rpc_v1::SIGNATURE_PARAM) else {
         return Err(AuthFailure::Missing("The request signature does not conform to Aliyun standards.".into()));
@@ -230,17 +235,7 @@ pub fn huawei(app: &App, req: &RawRequest) -> Result<(), AuthFailure> {
         return Err(AuthFailure::Incomplete("host must be a signed header".into()));
     }
     check_skew(app, t, date)?;
-    let query: Vec<(String, String)> = crate::wire::decode_query(&req.raw_query);
-    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let headers = req.header_pairs();
-    let signable = SignableRequest {
-        method: req.method.as_str(),
-        path: &req.path,
-        query: &query,
-        headers: &headers,
-        body: &req.body,
-    };
-    if sdk_hmac::verify(&signable, &auth, &cred.secret) {
+    if with_signable(req, |signable| sdk_hmac::verify(signable, &auth, &cred.secret)) {
         Ok(())
     } else {
         Err(AuthFailure::Mismatch)
