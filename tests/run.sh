@@ -20,11 +20,12 @@ step() { printf '\n=== %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (unit, integration, end to end against Kafka $KAFKA_BROKERS and moto $MOTO_URL)"
-cargo build --bins
+# The emulator is a workspace member the tests start; build every binary first.
+cargo build --workspace --bins
 # Benches are compiled by clippy above and run by `cargo bench` (harnesses that print figures).
-cargo test --lib --bins --tests -- --test-threads=2
+cargo test --workspace --lib --bins --tests -- --test-threads=2
 step "official cloud SDKs (boto3, Alibaba Tea, Huawei) against the emulator, and boto3 against moto"
 bash tests/sdk/run.sh
 step "alert rules (promtool check/test rules) and the Grafana dashboard"

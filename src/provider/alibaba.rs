@@ -26,7 +26,7 @@ use crate::secret::Credentials;
 
 const API_VERSION: &str = "2016-01-20";
 /// Alibaba-managed aliases (`alias/acs/<service>`): never listed, never touched.
-const RESERVED_PREFIX: &str = "alias/acs/";
+pub(crate) const RESERVED_PREFIX: &str = "alias/acs/";
 /// The documented ListAliases maximum.
 const LIST_PAGE_SIZE: u64 = 100;
 /// 100 aliases per page: far beyond the per-region alias quota, so more pages than this means the endpoint
@@ -235,7 +235,7 @@ impl KmsAliases for AlibabaKms {
 
 /// Turns an error response (`{"RequestId","HostId","Code","Message","Recommend"}`, older `HttpStatus` form,
 /// XML, or a proxy's text) into a ProviderError. `secrets` are scrubbed from code and message.
-fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
+pub(crate) fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
     let (code, message, request_id) = parse_error_body(body);
     let request_id = request_id.map(|id| ("RequestId", id));
     phttp::response_error(status, code.as_deref(), message, request_id, secrets, classify)
@@ -261,7 +261,7 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>, Option<Stri
 /// The one place an Alibaba error becomes an [`ErrorClass`] and a bounded metric label: each known code has
 /// its own snake_case label (open families such as `Throttling*` share one); unknown codes are `other`, or
 /// decided by the HTTP status when there is no code at all. A known code wins over the status.
-fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
     use ErrorClass::*;
     let known = match code.unwrap_or("") {
         // 429, "QPS Limit Exceeded" (performance-data page); retryable with backoff.
@@ -304,28 +304,28 @@ fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListPage {
+pub(crate) struct ListPage {
     #[serde(default, deserialize_with = "lenient_u64")]
-    total_count: Option<u64>,
+    pub(crate) total_count: Option<u64>,
     #[serde(default, deserialize_with = "lenient_u64")]
-    page_number: Option<u64>,
+    pub(crate) page_number: Option<u64>,
     /// `Aliases.Alias[]`: the XML-style wrapper survives in JSON.
-    aliases: Option<AliasList>,
+    pub(crate) aliases: Option<AliasList>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct AliasList {
+pub(crate) struct AliasList {
     #[serde(default)]
-    alias: Vec<AliasEntry>,
+    pub(crate) alias: Vec<AliasEntry>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct AliasEntry {
-    alias_name: String,
+pub(crate) struct AliasEntry {
+    pub(crate) alias_name: String,
     #[serde(default)]
-    key_id: Option<String>,
+    pub(crate) key_id: Option<String>,
 }
 
 /// A count as a JSON number or a numeric string.
@@ -338,7 +338,7 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 }
 
 /// Whether a listed alias belongs to us: never an Alibaba-managed one, and under one of `prefixes`.
-fn wanted(name: &str, prefixes: &[String]) -> bool {
+pub(crate) fn wanted(name: &str, prefixes: &[String]) -> bool {
     phttp::wanted(name, RESERVED_PREFIX, prefixes)
 }
 
@@ -346,7 +346,7 @@ fn wanted(name: &str, prefixes: &[String]) -> bool {
 // Identifiers and configuration
 
 /// `acs:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
-fn bare_key_id(id: &str) -> &str {
+pub(crate) fn bare_key_id(id: &str) -> &str {
     phttp::arn_key_id(id, "acs:", 5)
 }
 
@@ -358,7 +358,9 @@ fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
 mod tests {
     use super::*;
     use crate::provider::http::MAX_CODE_CHARS;
-    use crate::provider::sign::testutil::{assert_classification, credentials, pairs, serve, RawRequest, Reply};
+    use crate::provider::sign::testutil::{
+        assert_classification, credentials, serve, signed_by, signed_headers, RawRequest, Reply,
+    };
     use crate::secret::Secret;
     use serde_json::json;
 
@@ -375,12 +377,7 @@ mod tests {
 
     /// Recomputes the ACS3 signature of a received request with our own signer, as Alibaba would.
     fn signature_ok(r: &RawRequest) -> bool {
-        let Some(auth) = r.header("authorization").and_then(acs3::parse_authorization) else {
-            return false;
-        };
-        let (headers, query) = (pairs(&r.headers), pairs(&r.query));
-        let req = SignableRequest { method: &r.method, path: &r.path, query: &query, headers: &headers, body: &r.body };
-        auth.access_key_id == AK && acs3::verify(&req, &auth, SK)
+        signed_by(r, acs3::sign, AK, SK)
     }
 
     /// Answers like Alibaba: a bad signature is SignatureDoesNotMatch, otherwise `reply`.
@@ -561,10 +558,9 @@ mod tests {
             "ACS3-HMAC-SHA256 Credential={AK},SignedHeaders=accept;host;x-acs-action;x-acs-content-sha256;x-acs-date;\
              x-acs-signature-nonce;x-acs-version,Signature="
         )));
-        let auth = acs3::parse_authorization(&p.authorization).unwrap();
         let headers: Vec<(&str, &str)> = p.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let req = SignableRequest { method: "POST", path: "/", query: &params, headers: &headers, body: b"" };
-        assert!(acs3::verify(&req, &auth, SK));
+        assert_eq!(acs3::sign(&req, &signed_headers(&p.authorization), AK, SK).authorization, p.authorization);
 
         // STS: the token is a signed header.
         let k =

@@ -26,7 +26,7 @@ const TARGET_PREFIX: &str = "TrentService.";
 const DEFAULT_SERVICE: &str = "kms";
 /// AWS-managed aliases: never listed, never touched. DescribeKey on one can even *create* the
 /// AWS managed key, so they are refused before any request is made.
-const RESERVED_PREFIX: &str = "alias/aws/";
+pub(crate) const RESERVED_PREFIX: &str = "alias/aws/";
 /// The documented ListAliases maximum (the model allows 1000, the docs say 100).
 const LIST_LIMIT: u32 = 100;
 /// 100 aliases per page: a million aliases is far beyond any account quota, so more pages than this
@@ -263,7 +263,7 @@ pub fn sign_v4(
 /// Turns an error response into a ProviderError. The code comes from `X-Amzn-ErrorType`, else the
 /// body (JSON `__type`/`code`, or XML `<Code>` as moto's strict auth sends); the message from the
 /// body. `secrets` are scrubbed from code and message before the message is truncated.
-fn parse_error(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> ProviderError {
+pub(crate) fn parse_error(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> ProviderError {
     let (body_code, message) = parse_error_body(body);
     let code = headers
         .get("x-amzn-errortype")
@@ -294,7 +294,7 @@ fn sanitize_code(raw: &str) -> &str {
 
 /// The one place an AWS error becomes an [`ErrorClass`] and a bounded metric label. The code decides
 /// when it is known; otherwise the HTTP status does.
-fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
     use ErrorClass::*;
     let known = match code.unwrap_or("") {
         "ThrottlingException"
@@ -343,29 +343,29 @@ fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListPage {
-    aliases: Option<Vec<AliasEntry>>,
+pub(crate) struct ListPage {
+    pub(crate) aliases: Option<Vec<AliasEntry>>,
     #[serde(default)]
-    truncated: bool,
-    next_marker: Option<String>,
+    pub(crate) truncated: bool,
+    pub(crate) next_marker: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct AliasEntry {
-    alias_name: String,
+pub(crate) struct AliasEntry {
+    pub(crate) alias_name: String,
     /// Predefined AWS aliases may have no key yet.
-    target_key_id: Option<String>,
+    pub(crate) target_key_id: Option<String>,
 }
 
 /// Whether a listed alias belongs to us: never an AWS-managed one, and under one of `prefixes`.
-fn wanted(name: &str, prefixes: &[String]) -> bool {
+pub(crate) fn wanted(name: &str, prefixes: &[String]) -> bool {
     phttp::wanted(name, RESERVED_PREFIX, prefixes)
 }
 
 /// The marker for the next page, None when done. A truncated page without a marker, or a marker seen
 /// before, would loop forever: both are errors rather than a silently partial listing.
-fn next_marker(
+pub(crate) fn next_marker(
     truncated: bool,
     marker: Option<String>,
     seen: &mut HashSet<String>,
@@ -384,7 +384,7 @@ fn next_marker(
 // Identifiers and configuration
 
 /// `arn:aws:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
-fn bare_key_id(id: &str) -> &str {
+pub(crate) fn bare_key_id(id: &str) -> &str {
     phttp::arn_key_id(id, "arn:", 6)
 }
 
@@ -412,7 +412,7 @@ mod tests {
         credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     }
 
-    // ----- SigV4 vectors, read from the shared reference at test time -----
+    // ----- SigV4 vectors (tests/vectors/), read at test time -----
 
     struct Vector {
         access_key_id: String,
@@ -434,7 +434,7 @@ mod tests {
     }
 
     fn load_vector(file: &str) -> Vector {
-        let path = format!("{}{file}", concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/signing-vectors/"));
+        let path = format!("{}{file}", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let field = |key: &str| {
             let v = text.lines().find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='));

@@ -368,7 +368,7 @@ pub fn to_canonical(naming: AliasPrefix, wire: &str) -> Cow<'_, str> {
 /// Turns an error response into a ProviderError. Shapes: KMS `{"error":{"error_code","error_msg"}}`, the same
 /// fields at top level, API Gateway `{"error_code":"APIGW.0308","error_msg":…,"request_id":…}`, or a proxy's
 /// text. `secrets` are scrubbed from code and message.
-fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
+pub(crate) fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
     let (code, message, request_id) = parse_error_body(body);
     let request_id = request_id.map(|id| ("request_id", id));
     phttp::response_error(status, code.as_deref(), message, request_id, secrets, classify)
@@ -390,7 +390,7 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>, Option<Stri
 
 /// The one place a Huawei error becomes an [`ErrorClass`] and a bounded metric label. A known code wins over
 /// the HTTP status; unknown codes are decided by the status (429 throttled, 5xx transient, else permanent).
-fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
     use ErrorClass::*;
     let known = match code.unwrap_or("") {
         // API Gateway flow control (HTTP 429).
@@ -428,23 +428,23 @@ fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
 
 /// A client error that could be Huawei's (undocumented) way of saying "this alias already exists / is not on
 /// that key": worth one lookup before giving up.
-fn may_hide_duplicate(e: &ProviderError) -> bool {
+pub(crate) fn may_hide_duplicate(e: &ProviderError) -> bool {
     e.class == ErrorClass::Permanent && matches!(e.label, "other" | "http_4xx" | "validation")
 }
 
 // ---------------------------------------------------------------------------------------------
 // Listing
 
-struct ListPage {
-    aliases: Vec<AliasEntity>,
-    next_marker: Option<String>,
+pub(crate) struct ListPage {
+    pub(crate) aliases: Vec<AliasEntity>,
+    pub(crate) next_marker: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct AliasEntity {
-    alias: String,
+pub(crate) struct AliasEntity {
+    pub(crate) alias: String,
     #[serde(default)]
-    key_id: Option<String>,
+    pub(crate) key_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -464,7 +464,7 @@ struct PageInfo {
 impl ListPage {
     /// The documented example (and terraform) is one object `{aliases, page_info}`; the SDK's model says a list
     /// of them. Both are accepted; with a list, the last `page_info` wins.
-    fn parse(v: Value) -> Result<ListPage, ProviderError> {
+    pub(crate) fn parse(v: Value) -> Result<ListPage, ProviderError> {
         let raws: Vec<RawPage> = match v {
             Value::Array(_) => serde_json::from_value(v),
             _ => serde_json::from_value(v).map(|r| vec![r]),
@@ -485,7 +485,10 @@ impl ListPage {
 mod tests {
     use super::*;
     use crate::provider::http::MAX_CODE_CHARS;
-    use crate::provider::sign::testutil::{assert_classification, credentials, pairs, serve, Log, RawRequest, Reply};
+    use crate::provider::sign::header;
+    use crate::provider::sign::testutil::{
+        assert_classification, credentials, serve, signed_by, signed_headers, Log, RawRequest, Reply,
+    };
     use crate::secret::Secret;
 
     const AK: &str = "HPUAFAKEACCESSKEY0001";
@@ -505,15 +508,12 @@ mod tests {
     /// Recomputes the SDK-HMAC-SHA256 signature of a received request with our own signer, as APIG would, and
     /// checks that the headers the SDK signs are signed.
     fn signature_ok(r: &RawRequest) -> bool {
-        let Some(auth) = r.header("authorization").and_then(sdk_hmac::parse_authorization) else {
-            return false;
-        };
+        let signed = signed_headers(r.header("authorization").unwrap_or(""));
         let required = ["content-type", "host", "x-project-id", "x-sdk-date"];
-        let (headers, query) = (pairs(&r.headers), pairs(&r.query));
-        let req = SignableRequest { method: &r.method, path: &r.path, query: &query, headers: &headers, body: &r.body };
-        auth.access_key_id == AK
-            && required.iter().all(|h| auth.signed_headers.iter().any(|s| s == h))
-            && sdk_hmac::verify(&req, &auth, SK)
+        let sign = |req: &SignableRequest<'_>, signed: &[&str], ak: &str, sk: &str| {
+            sdk_hmac::sign(req, signed, header(req.headers, sdk_hmac::DATE_HEADER).unwrap_or(""), ak, sk)
+        };
+        required.iter().all(|h| signed.contains(h)) && signed_by(r, sign, AK, SK)
     }
 
     /// Answers like Huawei's API Gateway: a bad signature is APIGW.0301, otherwise `reply`.
@@ -701,11 +701,11 @@ mod tests {
             (h("content-type"), h("host"), h("x-project-id"), h("x-sdk-date")),
             (Some(JSON), Some("127.0.0.1:5059"), Some(PID), Some("20261123T041411Z"))
         );
-        let auth = sdk_hmac::parse_authorization(&p.authorization).unwrap();
         let headers: Vec<(&str, &str)> = p.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let req =
             SignableRequest { method: "POST", path: &path("aliases"), query: &[], headers: &headers, body: &body };
-        assert!(sdk_hmac::verify(&req, &auth, SK));
+        let resigned = sdk_hmac::sign(&req, &signed_headers(&p.authorization), "20261123T041411Z", AK, SK);
+        assert_eq!(resigned.authorization, p.authorization);
 
         // An endpoint with a base path keeps it; the query is canonical.
         let k = kms("http://gw/kms-proxy/", AliasPrefix::Keep);

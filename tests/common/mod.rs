@@ -28,7 +28,19 @@ pub fn brokers() -> String {
     env_or_explain("KAFKA_BROKERS")
 }
 
-/// The KMS emulator (src/bin/kms-emulator) on a free port, stopped on drop.
+/// The KMS emulator binary: `$EMULATOR_BIN`, else `kms-emulator` beside the daemon binary. The emulator is
+/// its own workspace member (emulator/), so cargo builds it for these tests only when asked:
+/// `cargo build --workspace --bins` (tests/run.sh does).
+pub fn emulator_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("EMULATOR_BIN") {
+        return p.into();
+    }
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_aliassync")).with_file_name("kms-emulator");
+    assert!(bin.exists(), "no emulator at {}: run `cargo build -p kms-emulator` first", bin.display());
+    bin
+}
+
+/// The KMS emulator (emulator/, a workspace member) on a free port, stopped on drop.
 pub struct Emulator {
     child: Child,
     pub url: String,
@@ -39,7 +51,7 @@ impl Emulator {
     pub fn start() -> Emulator {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("kms-emulator-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_kms-emulator"))
+        let child = Command::new(emulator_bin())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -71,7 +71,7 @@ class Server:
 def start_emulator(*extra):
     binary = emulator_bin()
     if not binary.is_file():
-        pytest.fail(f"no emulator binary at {binary}: run `cargo build --bin kms-emulator` or set EMULATOR_BIN")
+        pytest.fail(f"no emulator binary at {binary}: run `cargo build -p kms-emulator` or set EMULATOR_BIN")
     port = free_port()
     return Server("kms-emulator", [str(binary), "--listen", f"127.0.0.1:{port}", *extra], port)
 

@@ -1,5 +1,5 @@
 """Helpers for the SDK fidelity tests: the emulator's admin API and official-SDK clients pointed at
-127.0.0.1. The fake credentials are the emulator's built-in ones (shared/reference/test-peers.md)."""
+127.0.0.1. The fake credentials are the emulator's built-in ones (emulator/reference/test-peers.md)."""
 
 import json
 import urllib.error

@@ -1,7 +1,7 @@
 """The official Alibaba Cloud SDKs against the emulator: the Tea SDK (alibabacloud_kms20160120) with
 both its signatures (ACS3-HMAC-SHA256, and RPC v1 HMAC-SHA1 via signature_algorithm="v2") and the
 legacy aliyun-python-sdk-core. Every success must parse into the SDK's models and every error into
-the documented code (shared/reference/kms-alias-apis.md §3)."""
+the documented code (emulator/reference/kms-alias-apis.md §3)."""
 
 import pytest
 from alibabacloud_kms20160120 import models as m

@@ -1,7 +1,7 @@
 """boto3 against the emulator's AWS KMS, and against moto wherever moto behaves like AWS: both must
 parse the same successes and the same error codes. Where moto deviates (paging, the reserved
 alias/aws/ prefix, key-state checks, list dates, signatures), the emulator alone is checked, against
-AWS's documented behaviour (shared/reference/kms-alias-apis.md §2, test-peers.md §1)."""
+AWS's documented behaviour (emulator/reference/kms-alias-apis.md §2, test-peers.md §1)."""
 
 import time
 

@@ -1,6 +1,6 @@
 """The official Huawei Cloud SDK (huaweicloudsdkkms v2) against the emulator: every success parses
 into the SDK's models and every error into ClientRequestException/ServerResponseException with the
-documented error_code (shared/reference/kms-alias-apis.md §4; codes the docs do not give for alias
+documented error_code (emulator/reference/kms-alias-apis.md §4; codes the docs do not give for alias
 operations are the emulator's choice, listed in tests/sdk/README.md)."""
 
 import pytest

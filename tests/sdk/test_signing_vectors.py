@@ -1,4 +1,4 @@
-"""Replays the requests the official SDKs sent to a capture server (shared/reference/signing-vectors/,
+"""Replays the requests the official SDKs sent to a capture server (tests/vectors/,
 signatures made with the fake keys) byte for byte against an emulator started with the clock check
 off: each must authenticate and succeed, and the same request with one byte changed must fail with
 the cloud's signature error. This pins the emulator's verification (the library's signers) to what
@@ -13,8 +13,8 @@ import pytest
 from conftest import ROOT, start_emulator
 from emu import ALI_ACCOUNT, AWS_ACCOUNT, HW_PROJECT, Admin
 
-# shared/ sits beside the repository (as in CI); SIGNING_VECTORS overrides.
-VECTORS = pathlib.Path(os.environ.get("SIGNING_VECTORS", ROOT.parent / "shared" / "reference" / "signing-vectors"))
+# The vectors are kept in the repository (tests/vectors/README.md); SIGNING_VECTORS overrides.
+VECTORS = pathlib.Path(os.environ.get("SIGNING_VECTORS", ROOT / "tests" / "vectors"))
 
 AWS_KEY = "1234abcd-12ab-34cd-56ef-1234567890ab"
 ALI_KEY = "key-hzz62f1cb66fa42qo3ht4"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The project's KMS emulator (AWS, Alibaba Cloud and Huawei Cloud alias APIs; src/bin/kms-emulator)
+# The project's KMS emulator (AWS, Alibaba Cloud and Huawei Cloud alias APIs; emulator/, a workspace member)
 # on 127.0.0.1, state in memory. Builds nothing: the binary is $EMULATOR_BIN, else
-# target/debug/kms-emulator (build it with `cargo build --bin kms-emulator`).
+# target/debug/kms-emulator (build it with `cargo build -p kms-emulator`).
 #   emulator.sh start [PORT]   default $EMULATOR_PORT or 15060; prints EMULATOR_URL=http://127.0.0.1:PORT
 #   emulator.sh stop | restart | status
 # Extra emulator flags (e.g. --credentials FILE, --huawei-alias-prefix optional): $EMULATOR_ARGS.
@@ -24,7 +24,7 @@ start() {
     echo "EMULATOR_URL=http://127.0.0.1:$port"
     return 0
   fi
-  [[ -x $BIN ]] || die "no emulator binary at $BIN (cargo build --bin kms-emulator, or set EMULATOR_BIN)"
+  [[ -x $BIN ]] || die "no emulator binary at $BIN (cargo build -p kms-emulator, or set EMULATOR_BIN)"
   wait_port_free 127.0.0.1 "$port" 5 || die "cannot start the emulator"
   mkdir -p "$EDIR"
   echo "$port" >"$EDIR/port"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Python venv in $CACHE/moto-venv with moto's server (the KMS emulator) and boto3, pinned to the
-# versions checked by hand in shared/reference/test-peers.md. pip runs only when the pins change.
+# versions checked by hand in emulator/reference/test-peers.md. pip runs only when the pins change.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 VENV="$CACHE/moto-venv"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Python venv in $CACHE/sdk-venv for the SDK fidelity tests (tests/sdk): pytest, the official cloud
 # SDKs (boto3, alibabacloud_kms20160120 + the legacy aliyun-python-sdk-kms, huaweicloudsdkkms) and
-# moto's server, pinned to the versions checked by hand in shared/reference/test-peers.md.
+# moto's server, pinned to the versions checked by hand in emulator/reference/test-peers.md.
 # A venv of its own (not moto-venv) so the SDKs' dependency pins can never disturb the moto peer
 # that the Rust tests use. pip runs only when the pins change (marker file = the pin list).
 #   install-sdk.sh          install if needed; prints nothing on success

@@ -23,7 +23,7 @@ key() { # CLOUD SCOPE-FIELD SCOPE REGION → a new key id
 
 up() {
   "$SUPPORT/install-kafka.sh"
-  (cd "$ROOT" && cargo build --quiet --bins)
+  (cd "$ROOT" && cargo build --quiet --workspace --bins)
   "$SUPPORT/kafka.sh" start 19092 >/dev/null
   "$SUPPORT/emulator.sh" start 15060 >/dev/null
   "$SUPPORT/kafka.sh" run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:19092 --create \

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 
 pub use super::Signed;
-use super::{canonical_path, hex_sha256, hmac_sha256_hex, verify_signature, Authorization, SignableRequest};
+use super::{canonical_path, hex_sha256, hmac_sha256_hex, SignableRequest};
 
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
 
@@ -51,18 +51,6 @@ pub fn sign(req: &SignableRequest<'_>, signed_headers: &[&str], access_key_id: &
     })
 }
 
-/// Parses an `Authorization: ACS3-HMAC-SHA256 Credential=…,SignedHeaders=…,Signature=…` value.
-pub fn parse_authorization(value: &str) -> Option<Authorization> {
-    super::parse_authorization(value, ALGORITHM, "Credential")
-}
-
-/// Whether `auth.signature` is the signature of `req` over the headers `auth` lists, with `secret` (the secret
-/// of `auth.access_key_id`). Compared in constant time. Checking the date window, the nonce and which headers
-/// must be signed is the caller's policy.
-pub fn verify(req: &SignableRequest<'_>, auth: &Authorization, secret: &str) -> bool {
-    verify_signature(auth, |signed| signature(secret, &string_to_sign(&canonical_request(req, signed))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,7 +58,7 @@ mod tests {
 
     /// Recomputes an ACS3 vector from its raw request (see [`check_header_vector`]).
     fn check(file: &str) {
-        check_header_vector(file, "x-acs-date", parse_authorization, sign, verify);
+        check_header_vector(file, "x-acs-date", sign);
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //!
 //! Every step (canonical request, string to sign, signature, `Authorization` value) is its own public
 //! function so that the providers can sign, the unit tests can compare each step with the captured vectors in
-//! `shared/reference/signing-vectors/`, and the KMS emulator can verify a received request by recomputing the
-//! signature from the raw request (`parse_query`, `parse_authorization`, `verify`). Nothing here does I/O or
-//! reads a clock: timestamps and nonces are inputs.
+//! `tests/vectors/`, and the test-only KMS emulator (`emulator/`, its own crate) can recompute the signature of
+//! a received request. Parsing and verifying received requests is the emulator's business and lives there.
+//! Nothing here does I/O or reads a clock: timestamps and nonces are inputs.
 //!
 //! No type here implements `Debug` with secret-bearing fields: signatures and `Authorization` values stay out
 //! of logs.
@@ -19,8 +19,6 @@ pub mod rpc_v1;
 pub mod sdk_hmac;
 #[cfg(test)]
 pub(crate) mod testutil;
-
-use std::fmt;
 
 use hmac::{Hmac, Mac};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -48,25 +46,6 @@ pub struct SignableRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// The fields of a received `Authorization` header (`<ALGORITHM> Credential|Access=<AK>,SignedHeaders=a;b,
-/// Signature=<hex>`). Debug shows the access key id and the signed headers, never the signature.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Authorization {
-    pub access_key_id: String,
-    /// As listed in the header (lower case, `;`-separated in the wire form).
-    pub signed_headers: Vec<String>,
-    pub signature: String,
-}
-
-impl fmt::Debug for Authorization {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authorization")
-            .field("access_key_id", &self.access_key_id)
-            .field("signed_headers", &self.signed_headers)
-            .finish_non_exhaustive()
-    }
-}
-
 /// RFC 3986 percent-encoding of a UTF-8 string, as both Alibaba and Huawei sign it.
 pub fn percent_encode(s: &str) -> String {
     utf8_percent_encode(s, RFC3986).to_string()
@@ -75,18 +54,6 @@ pub fn percent_encode(s: &str) -> String {
 /// Decodes `%XX` escapes (invalid UTF-8 is replaced). `+` stays `+`: the SDKs encode a space as `%20`.
 pub fn percent_decode(s: &str) -> String {
     percent_decode_str(s).decode_utf8_lossy().into_owned()
-}
-
-/// Splits a raw query string (without `?`) into decoded `(name, value)` pairs, in order. `a` alone is
-/// `("a", "")`; empty pieces (`a=1&&b=2`) are skipped.
-pub fn parse_query(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
 }
 
 /// `k=v&k=v` with names and values RFC 3986-encoded, sorted by encoded name, then encoded value. An empty
@@ -154,11 +121,6 @@ pub fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
     mac.finalize().into_bytes().into()
 }
 
-/// Equality that takes the same time wherever the first difference is (for comparing signatures).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The result of a header signature ([`acs3`], [`sdk_hmac`]). No Debug: the signature and the header are
 /// credentials for the request's lifetime.
 pub struct Signed {
@@ -199,41 +161,9 @@ fn canonical_request(req: &SignableRequest<'_>, signed_headers: &[&str], uri: &s
     format!("{}\n{uri}\n{}\n{headers}\n{signed_list}\n{payload}", req.method, canonical_query(req.query))
 }
 
-/// Whether `auth.signature` (hex, any case) is `expected(the headers auth lists)`, the signature recomputed over
-/// them. Compared in constant time.
-fn verify_signature(auth: &Authorization, expected: impl FnOnce(&[&str]) -> String) -> bool {
-    let signed: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
-    constant_time_eq(expected(&signed).as_bytes(), auth.signature.to_ascii_lowercase().as_bytes())
-}
-
-/// Parses `<algorithm> <key_field>=<AK>,SignedHeaders=a;b,Signature=<sig>`, with or without spaces after the
-/// commas. None if the algorithm differs or a field is missing or empty.
-fn parse_authorization(value: &str, algorithm: &str, key_field: &str) -> Option<Authorization> {
-    let rest = value.trim().strip_prefix(algorithm)?.strip_prefix(' ')?;
-    let (mut ak, mut signed, mut sig) = (None, None, None);
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
-        match k {
-            _ if k == key_field => ak = Some(v),
-            "SignedHeaders" => signed = Some(v),
-            "Signature" => sig = Some(v),
-            _ => return None,
-        }
-    }
-    let (ak, signed, sig) = (ak?, signed?, sig?);
-    if ak.is_empty() || signed.is_empty() || sig.is_empty() {
-        return None;
-    }
-    Some(Authorization {
-        access_key_id: ak.to_string(),
-        signed_headers: signed.split(';').map(str::to_string).collect(),
-        signature: sig.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testutil::pairs;
+    use super::testutil::{self, pairs};
     use super::*;
 
     #[test]
@@ -247,7 +177,7 @@ mod tests {
 
     #[test]
     fn query_parse_and_canonical_form() {
-        let q = parse_query("b=2&a=x%2Fy&&c&SignatureType=");
+        let q = testutil::decode_query("b=2&a=x%2Fy&&c&SignatureType=");
         assert_eq!(
             q,
             [("b", "2"), ("a", "x/y"), ("c", ""), ("SignatureType", "")]
@@ -277,28 +207,4 @@ mod tests {
         assert_eq!(list, "host;x-a;x-b");
     }
 
-    #[test]
-    fn authorization_parsing() {
-        let a = parse_authorization("ALG Credential=AK,SignedHeaders=a;b,Signature=ff", "ALG", "Credential").unwrap();
-        assert_eq!(
-            (a.access_key_id.as_str(), a.signed_headers.clone(), a.signature.as_str()),
-            ("AK", vec!["a".to_string(), "b".to_string()], "ff")
-        );
-        assert!(!format!("{a:?}").contains("ff\""), "{a:?}");
-        let b = parse_authorization("ALG Access=AK, SignedHeaders=a;b, Signature=ff", "ALG", "Access").unwrap();
-        assert_eq!(a, b);
-        assert!(parse_authorization("OTHER Credential=AK,SignedHeaders=a,Signature=f", "ALG", "Credential").is_none());
-        assert!(parse_authorization("ALG Credential=AK,SignedHeaders=a", "ALG", "Credential").is_none());
-        assert!(parse_authorization("ALG Credential=,SignedHeaders=a,Signature=f", "ALG", "Credential").is_none());
-        assert!(
-            parse_authorization("ALG Credential=AK,Bogus=1,SignedHeaders=a,Signature=f", "ALG", "Credential").is_none()
-        );
-    }
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 }

@@ -11,7 +11,6 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use aliassync::provider::sign::sdk_hmac;
 
 use crate::app::App;
 use crate::config::HuaweiPrefix;
@@ -130,7 +129,7 @@ pub fn execute(app: &App, req: &RawRequest, info: &CallInfo) -> Result<Response,
     // The caller's domain (account) is reported in domain_id / alias_urn.
     let domain = req
         .header("authorization")
-        .and_then(sdk_hmac::parse_authorization)
+        .and_then(crate::verify::parse_sdk_hmac)
         .map(|a| app.credentials.account_for(Cloud::Huawei, &a.access_key_id))
         .unwrap_or_default();
     let cx = Cx {

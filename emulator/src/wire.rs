@@ -143,10 +143,15 @@ pub fn respond(status: u16, content_type: &str, body: Vec<u8>, headers: &[(&str,
     resp
 }
 
-/// Decoded (name, value) pairs of a query string or form body, with `+` read as a space. The
-/// library's `parse_query` keeps `+` (its signers send `%20`), but the SDKs build query strings with
-/// Python's `urlencode`, which sends a space as `+` (and a literal `+` as `%2B`), and the clouds decode
-/// them as form encoding does.
+/// Decoded (name, value) pairs of a query string or form body, in order, with `+` read as a space: the
+/// SDKs build query strings with Python's `urlencode`, which sends a space as `+` (and a literal `+` as
+/// `%2B`), and the clouds decode them as form encoding does. `a` alone is `("a", "")`; empty pieces
+/// (`a=1&&b=2`) are skipped.
 pub fn decode_query(raw: &str) -> Vec<(String, String)> {
-    aliassync::provider::sign::parse_query(&raw.replace('+', "%20"))
+    let decode = |s: &str| aliassync::provider::sign::percent_decode(&s.replace('+', "%20"));
+    let pair = |p: &str| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (decode(k), decode(v))
+    };
+    raw.split('&').filter(|p| !p.is_empty()).map(pair).collect()
 }

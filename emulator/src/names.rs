@@ -1,4 +1,4 @@
-//! Alias-name rules, one table per cloud (shared/reference/kms-alias-apis.md §2.5, §3.4, §4.3).
+//! Alias-name rules, one table per cloud (emulator/reference/kms-alias-apis.md §2.5, §3.4, §4.3).
 //! Each wire module maps a [`NameError`] to its own error code and message.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,7 +57,7 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The fake keys of shared/reference/test-peers.md and the signing vectors, plus the AWS and
+    /// The fake keys of emulator/reference/test-peers.md and the signing vectors, plus the AWS and
     /// Alibaba documentation examples. AKIDEXAMPLE maps to moto's account, so ARNs compare equal in
     /// tests that run against both.
     pub fn defaults() -> Credentials {

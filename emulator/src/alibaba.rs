@@ -8,7 +8,6 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use aliassync::provider::sign::acs3;
 
 use crate::app::App;
 use crate::names::{self, NameError};
@@ -71,7 +70,7 @@ pub fn call_info(app: &App, req: &RawRequest) -> CallInfo {
     let operation = req.header("x-acs-action").map(str::to_string).or_else(|| param("Action")).unwrap_or_default();
     let ak = req
         .header("authorization")
-        .and_then(acs3::parse_authorization)
+        .and_then(crate::verify::parse_acs3)
         .map(|a| a.access_key_id)
         .or_else(|| param("AccessKeyId"));
     let account = match &ak {
