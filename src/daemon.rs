@@ -21,6 +21,7 @@ use crate::reconcile::governed::Governed;
 use crate::reconcile::{Engine, EngineConfig, TargetSpec};
 use crate::source::dead_letter::DeadLetters;
 use crate::source::leases::Leases;
+use crate::source::probe::{self, ProbeError};
 use crate::source::table::{Table, TableArgs};
 use crate::source::{admin, client_config, lease_partition_of_target};
 use crate::telemetry::{logging, notify};
@@ -163,17 +164,24 @@ async fn run_inner(
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), targets = names.len(), "aliassync starting");
 
     // Topics the daemon owns; the broker may still be starting (or refusing us), so keep trying, and let
-    // SIGTERM end the wait at any point.
+    // SIGTERM end the wait at any point. A TLS failure ends it too: no retry fixes an untrusted certificate.
     let mut delay = Duration::from_millis(500);
-    loop {
+    let halted = loop {
         let attempt = async {
-            admin::ensure_topic(&base, &cfg.lease_topic(), cfg.kafka.lease_partitions, &[]).await?;
-            admin::ensure_topic(&base, &cfg.dead_letter_topic(), 1, &[]).await
+            probe::check(&base, &cfg.kafka.topic).await?;
+            admin::ensure_topic(&base, &cfg.lease_topic(), cfg.kafka.lease_partitions, &[])
+                .await
+                .map_err(ProbeError::Unavailable)?;
+            admin::ensure_topic(&base, &cfg.dead_letter_topic(), 1, &[]).await.map_err(ProbeError::Unavailable)
         };
         let stopped = tokio::select! {
             r = attempt => match r {
-                Ok(()) => break,
-                Err(e) => {
+                Ok(()) => break None,
+                Err(ProbeError::Fatal(e)) => {
+                    notify::status(&format!("failed: {e}"));
+                    break Some(Err(RunError::Startup(e)));
+                }
+                Err(ProbeError::Unavailable(e)) => {
                     tracing::error!(error = %e, "cannot create the lease / dead-letter topics; retrying");
                     notify::status(&format!("starting: Kafka unavailable ({e}); retrying"));
                     tokio::select! {
@@ -187,15 +195,20 @@ async fn run_inner(
         if stopped {
             notify::stopping("stopping: Kafka was never reached");
             tracing::info!("shutting down before Kafka was reached");
-            shut_tx.send_replace(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
-            if let Some(w) = watchdog {
-                w.abort();
-            }
-            tracing::info!("stopped");
-            return Ok(());
+            break Some(Ok(()));
         }
         delay = (delay * 2).min(Duration::from_secs(10));
+    };
+    if let Some(result) = halted {
+        shut_tx.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        if result.is_ok() {
+            tracing::info!("stopped");
+        }
+        return result;
     }
 
     let leases = Leases::join(&base, &cfg.kafka.group_id, &cfg.lease_topic(), cfg.kafka.lease_session_timeout_ms)

@@ -20,6 +20,23 @@ fi
 
 # Only the daemon binary, in release; cargo-deb packages it as built.
 cargo build --release --bin aliassync --quiet
+
+# What a plain `cargo build --release` / `cargo install --path .` builds: the daemon package alone. The test-only
+# emulator is a workspace member outside the default members, so neither compiles nor installs it.
+# Package ids are `path+file:///DIR#NAME@VERSION`, or `…/NAME#VERSION` when the directory is the name.
+members=$(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+ids = json.load(sys.stdin)["workspace_default_members"]
+name = lambda i: i.split("#")[1].split("@")[0] if "@" in i else i.split("#")[0].rstrip("/").rsplit("/", 1)[-1]
+print(" ".join(sorted(name(i) for i in ids)))')
+[[ $members == aliassync ]] || fail "default workspace members are '$members', expected the daemon package only"
+root=$(mktemp -d)
+out=$(cargo install --path . --root "$root" --locked --quiet 2>&1) || fail "cargo install --path .: $out"
+installed=$(ls "$root/bin")
+rm -rf "$root"
+[[ $installed == aliassync ]] || fail "cargo install --path . installed: $installed (want only aliassync)"
+ok "cargo install --path . installs only aliassync; default members: the daemon package"
+
 out=$(cargo deb --no-build --strip --output target/debian 2>&1) || fail "cargo deb: $out"
 deb=$(tail -n 1 <<<"$out")
 [[ -f $deb ]] || fail "cargo deb produced no package: $out"

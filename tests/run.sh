@@ -7,13 +7,17 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash tests/support/rig.sh up
-trap 'bash tests/support/kafka-sasl.sh stop; bash tests/support/rig.sh down' EXIT
+trap 'bash tests/support/kafka-tls.sh stop; bash tests/support/kafka-sasl.sh stop; bash tests/support/rig.sh down' EXIT
 # shellcheck disable=SC1091
 source target/rig/env
 # A second broker that only speaks SASL/SCRAM-SHA-512 (tests/e2e_systemd.rs); stopped by PID on exit.
 bash tests/support/kafka-sasl.sh start >/dev/null
 # shellcheck disable=SC1091
 source target/rig/kafka-sasl/env
+# A third broker whose client listener is TLS only, with its test CAs (tests/e2e_tls.rs); stopped by PID on exit.
+bash tests/support/kafka-tls.sh start >/dev/null
+# shellcheck disable=SC1091
+source target/rig/kafka-tls/env
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -21,6 +25,8 @@ step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "supply chain: cargo deny check licenses bans sources (deny.toml)"
+bash tests/supply-chain.sh
 step "cargo test (unit, integration, end to end against Kafka $KAFKA_BROKERS and moto $MOTO_URL)"
 # The emulator is a workspace member the tests start; build every binary first.
 cargo build --workspace --bins

@@ -1,9 +1,10 @@
 //! Kafka: the global-table reader of the desired topic, target leases through consumer-group
-//! membership, and the dead-letter producer.
+//! membership, the dead-letter producer, and the start-up connection check.
 
 pub mod admin;
 pub mod dead_letter;
 pub mod leases;
+pub mod probe;
 pub mod snapshot;
 pub mod table;
 
