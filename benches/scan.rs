@@ -24,9 +24,9 @@ async fn main() {
     let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
     let port = 15990;
     // The emulator is its own workspace member: `cargo build -p kms-emulator` first (or set EMULATOR_BIN).
-    let emulator = std::env::var("EMULATOR_BIN").map(std::path::PathBuf::from).unwrap_or_else(|_| {
-        std::path::Path::new(env!("CARGO_BIN_EXE_aliassync")).with_file_name("kms-emulator")
-    });
+    let emulator = std::env::var("EMULATOR_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_BIN_EXE_aliassync")).with_file_name("kms-emulator"));
     let mut emu = std::process::Command::new(&emulator)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
         .stdout(std::process::Stdio::null())

@@ -8,7 +8,6 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-
 use crate::app::App;
 use crate::names::{self, NameError};
 use crate::state::{Key, KeyState, Scope, ScopeKey};

@@ -11,7 +11,6 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-
 use crate::app::App;
 use crate::config::HuaweiPrefix;
 use crate::names;

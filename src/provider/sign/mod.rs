@@ -206,5 +206,4 @@ mod tests {
         assert_eq!(block, "host:h:1\nx-a:v\nx-b:1,2\n");
         assert_eq!(list, "host;x-a;x-b");
     }
-
 }
