@@ -80,7 +80,7 @@ exposure=$(systemd-analyze security --offline=yes /lib/systemd/system/aliassync.
 python3 -c "import sys; sys.exit(0 if float('$exposure') <= 2.0 else 1)" || fail "exposure $exposure > 2.0"
 ok "systemd-analyze security: exposure $exposure"
 
-# The shipped example config is valid with the shipped example credentials, as the unit's ExecStartPre runs it.
+# The shipped example config is valid with the shipped example credentials (`run` checks it the same way at start).
 CREDENTIALS_DIRECTORY=/usr/share/doc/aliassync/credentials.example \
   /usr/bin/aliassync check-config --config /etc/aliassync/aliassync.toml >/dev/null ||
   fail "check-config of the shipped example config"

@@ -38,4 +38,6 @@ step "alert rules (promtool check/test rules) and the Grafana dashboard"
 bash tests/alerts.sh
 step "Debian package: cargo deb, dpkg -i, systemd-analyze verify/security of the installed unit, dpkg -P"
 bash tests/deb.sh
+step "the .deb under a real systemd (systemd-nspawn, Debian bookworm): readiness, reload, watchdog, stop, security"
+bash tests/systemd-nspawn.sh
 step "all tests passed"

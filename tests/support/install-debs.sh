@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests may use: kcat (Kafka CLI client), prometheus (for promtool), systemd (for
-# systemd-analyze verify/security of the unit) and strace (the unit's syscall filter vs. what the daemon calls).
+# systemd-analyze verify/security of the unit), strace (the unit's syscall filter vs. what the daemon calls),
+# debootstrap and systemd-container (a Debian root booted with systemd-nspawn: tests/systemd-nspawn.sh).
 # Installs only what is missing; apt-get update only when something must be installed.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-PKGS=(kcat prometheus systemd strace)
+PKGS=(kcat prometheus systemd strace debootstrap systemd-container)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
