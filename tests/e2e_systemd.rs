@@ -13,23 +13,21 @@ mod common;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 const AWS_KEY: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
 const SECRET_1: &str = "first-secret-Wq8xZ2v5Tn";
 const SECRET_2: &str = "second-secret-Hr3kP9mYs4";
 
-// ----- the harness: systemd's side of the notify socket, and the daemon process -----
+// ----- the harness: systemd's side of the notify socket (the daemon process: common::Proc) -----
 
 /// A Unix datagram socket like systemd's `$NOTIFY_SOCKET`, recording every datagram in arrival order.
 struct NotifySocket {
@@ -87,169 +85,6 @@ impl Drop for NotifySocket {
     }
 }
 
-/// The daemon binary, killed on drop (its log is printed when the test fails).
-struct Proc {
-    child: Option<Child>,
-    log: PathBuf,
-    port: u16,
-    wrapped: bool,
-}
-
-impl Proc {
-    fn start(dir: &Path, config: &Path, port: u16, env: &[(&str, String)]) -> Proc {
-        Self::start_wrapped(dir, config, port, env, &[])
-    }
-
-    /// The daemon run by `wrapper` (e.g. strace); signals still go to the daemon itself.
-    fn start_wrapped(dir: &Path, config: &Path, port: u16, env: &[(&str, String)], wrapper: &[String]) -> Proc {
-        let log = dir.join(format!("daemon-{port}.log"));
-        let mut cmd = match wrapper.split_first() {
-            Some((prog, args)) => {
-                let mut c = Command::new(prog);
-                c.args(args).arg(env!("CARGO_BIN_EXE_aliassync"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_aliassync")),
-        };
-        cmd.args(["run", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env("E2E_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-            .env("E2E_AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
-            .env("CREDENTIALS_DIRECTORY", dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Proc { child: Some(cmd.spawn().unwrap()), log, port, wrapped: !wrapper.is_empty() }
-    }
-
-    /// The daemon's pid (under a wrapper: the wrapper's child).
-    fn pid(&self) -> u32 {
-        let pid = self.child.as_ref().unwrap().id();
-        if !self.wrapped {
-            return pid;
-        }
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-        children.split_whitespace().next().expect("the wrapper has started the daemon").parse().unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap().success());
-    }
-
-    /// Waits for the exit; returns the code and how long it took.
-    fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
-        let t0 = Instant::now();
-        let mut c = self.child.take().unwrap();
-        while t0.elapsed() < timeout {
-            if let Some(st) = c.try_wait().unwrap() {
-                return (st.code(), t0.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c.kill().ok();
-        c.wait().ok();
-        panic!("daemon did not exit within {timeout:?}\n{}", self.logs());
-    }
-
-    fn terminate(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
-        self.signal("TERM");
-        self.wait_exit(timeout)
-    }
-
-    fn logs(&self) -> String {
-        // Plain text for assertions: drop the ANSI colour codes around field names.
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' && chars.peek() == Some(&'[') {
-                for d in chars.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    async fn wait_log(&self, what: &str, timeout: Duration) {
-        wait_for(&format!("log line containing {what:?}"), timeout, || async { self.logs().contains(what) }).await;
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port)).await.ok()?;
-        let code = r.status().as_u16();
-        Some((code, r.text().await.ok()?))
-    }
-
-    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let Some((_, text)) = self.get("/metrics").await else { return f64::NAN };
-        sum_metric(&text, name, labels)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let logs = self.logs();
-            let lines: Vec<&str> = logs.lines().collect();
-            eprintln!(
-                "---- daemon log {} ----\n{}",
-                self.log.display(),
-                lines[lines.len().saturating_sub(80)..].join("\n")
-            );
-        }
-        if let Some(mut c) = self.child.take() {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-}
-
-/// A config for one Kafka topic and the given target tables (`[targets.*]` TOML).
-fn config_text(brokers: &str, topic: &str, group: &str, prefix: &str, port: u16, extra: &str, targets: &str) -> String {
-    format!(
-        r#"[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-group_id = "{group}"
-lease_partitions = 6
-lease_session_timeout_ms = 6000
-{extra}
-[ownership]
-managed_prefixes = ["{prefix}"]
-[metrics]
-listen = "127.0.0.1:{port}"
-[reconcile]
-backoff_min_ms = 100
-backoff_max_ms = 2000
-drain_timeout_seconds = 10
-{targets}"#
-    )
-}
-
-fn moto_target(name: &str, more: &str) -> String {
-    format!(
-        "[targets.{name}]\nprovider = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\ncredentials = \"env:E2E_AWS\"\n{more}\n",
-        moto_url()
-    )
-}
-
-fn write(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, path).unwrap();
-}
-
 fn lease_group_members(brokers_cfg: &ClientConfig, group: &str) -> usize {
     let c: BaseConsumer = brokers_cfg.create().unwrap();
     let list = c.fetch_group_list(Some(group), Duration::from_secs(10)).unwrap();
@@ -257,9 +92,7 @@ fn lease_group_members(brokers_cfg: &ClientConfig, group: &str) -> usize {
 }
 
 fn plain_kafka() -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers());
-    c
+    kafka_client(&brokers(), &[])
 }
 
 // ----- notify protocol -----
@@ -280,7 +113,7 @@ async fn notify_socket_sees_ready_then_watchdog_pings_then_stopping_and_the_leas
     let notify = NotifySocket::bind(dir.path());
     let port = free_port();
     let config = dir.path().join("aliassync.toml");
-    write(&config, &config_text(&brokers(), &topic, &group, &prefix, port, "", &moto_target("use1", "")));
+    write(&config, &config_text(&brokers(), &topic, &group, &prefix, 6, port, "", &moto_target("use1", "")));
     let mut d = Proc::start(
         dir.path(),
         &config,
@@ -321,7 +154,7 @@ async fn without_notify_socket_the_daemon_runs_and_stops_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("aliassync.toml");
-    write(&config, &config_text(&brokers(), &topic, &group, &prefix, port, "", &moto_target("use1", "")));
+    write(&config, &config_text(&brokers(), &topic, &group, &prefix, 6, port, "", &moto_target("use1", "")));
     // WATCHDOG_USEC without a socket, and a WATCHDOG_PID that is not ours: both must be ignored.
     let mut d =
         Proc::start(dir.path(), &config, port, &[("WATCHDOG_USEC", "2000000".into()), ("WATCHDOG_PID", "1".into())]);
@@ -352,7 +185,7 @@ async fn sigterm_under_load_drains_exits_0_and_a_restart_converges_without_dupli
     let config = dir.path().join("aliassync.toml");
 
     let port = free_port();
-    write(&config, &config_text(&brokers(), &topic, &group, &prefix, port, "", &target));
+    write(&config, &config_text(&brokers(), &topic, &group, &prefix, 6, port, "", &target));
     let mut first = Proc::start(dir.path(), &config, port, &[]);
     wait_for("40 aliases written", Duration::from_secs(90), || async { live(&use1, &prefix).await.len() >= 40 }).await;
     let (code, took) = first.terminate(Duration::from_secs(30));
@@ -363,7 +196,7 @@ async fn sigterm_under_load_drains_exits_0_and_a_restart_converges_without_dupli
     assert!(first.logs().contains("shutting down: draining in-flight reconciles"));
 
     let port = free_port();
-    write(&config, &config_text(&brokers(), &topic, &group, &prefix, port, "", &target));
+    write(&config, &config_text(&brokers(), &topic, &group, &prefix, 6, port, "", &target));
     let second = Proc::start(dir.path(), &config, port, &[]);
     wait_for("all aliases after the restart", Duration::from_secs(120), || async {
         let l = live(&use1, &prefix).await;
@@ -456,7 +289,7 @@ async fn sighup_reloads_credentials_and_log_level_and_a_failed_reload_keeps_the_
             "[targets.use1]\nprovider = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\ncredentials = \"file:aws-test\"\n{more}\n",
             fake.url
         );
-        config_text(&brokers(), &topic, &group, &prefix, port, &format!("[log]\nlevel = \"{level}\""), &target)
+        config_text(&brokers(), &topic, &group, &prefix, 6, port, &format!("[log]\nlevel = \"{level}\""), &target)
     };
     // `file:aws-test` is relative: it resolves in $CREDENTIALS_DIRECTORY (the temp dir), as under LoadCredential=.
     let creds = dir.path().join("aws-test");
@@ -522,23 +355,24 @@ struct Sasl {
 }
 
 fn sasl() -> Sasl {
-    let file = env_or_explain("KAFKA_SASL_PASSWORD_FILE");
     Sasl {
         brokers: env_or_explain("KAFKA_SASL_BROKERS"),
         user: env_or_explain("KAFKA_SASL_USER"),
-        password: std::fs::read_to_string(file).unwrap().trim().to_string(),
+        password: env_file_secret("KAFKA_SASL_PASSWORD_FILE"),
     }
 }
 
 impl Sasl {
     fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set("security.protocol", "SASL_PLAINTEXT")
-            .set("sasl.mechanism", "SCRAM-SHA-512")
-            .set("sasl.username", &self.user)
-            .set("sasl.password", &self.password);
-        c
+        kafka_client(
+            &self.brokers,
+            &[
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", &self.user),
+                ("sasl.password", &self.password),
+            ],
+        )
     }
 
     /// `[kafka.properties]` for the daemon, the password from `file:kafka-password` ($CREDENTIALS_DIRECTORY).
@@ -556,27 +390,22 @@ async fn kafka_sasl_scram_sha512_connects_with_the_file_password_and_fails_clean
     let s = sasl();
     let id = unique("sasl");
     let (topic, group, prefix) = (format!("desired-{id}"), format!("g-{id}"), format!("alias/app/{id}/"));
-    let admin: AdminClient<DefaultClientContext> = s.client().create().unwrap();
-    let t = NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    for r in admin.create_topics([&t], &AdminOptions::new()).await.unwrap() {
-        r.unwrap();
-    }
+    create_topic_on(&s.client(), &topic, 1).await;
     let use1 = kms("us-east-1");
     let key = create_key(&use1).await;
     let p: FutureProducer = s.client().set("message.timeout.ms", "60000").create().unwrap();
     let alias = format!("{prefix}one");
-    let ev = event(&alias, 1, &[("use1", &key)]);
-    p.send(FutureRecord::to(&topic).key(&alias).payload(&ev), Duration::from_secs(60))
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    send(&p, &topic, Some(&alias), Some(&event(&alias, 1, &[("use1", &key)]))).await;
 
     // The right password, from a file credential: ready, and the event is applied.
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("kafka-password"), &format!("{}\n", s.password));
     let port = free_port();
     let config = dir.path().join("aliassync.toml");
-    write(&config, &config_text(&s.brokers, &topic, &group, &prefix, port, &s.properties(), &moto_target("use1", "")));
+    write(
+        &config,
+        &config_text(&s.brokers, &topic, &group, &prefix, 6, port, &s.properties(), &moto_target("use1", "")),
+    );
     let mut good = Proc::start(dir.path(), &config, port, &[]);
     wait_for("/readyz over SASL", Duration::from_secs(60), || async {
         matches!(good.get("/readyz").await, Some((200, _)))
@@ -602,6 +431,7 @@ async fn kafka_sasl_scram_sha512_connects_with_the_file_password_and_fails_clean
             &topic,
             &format!("{group}-bad"),
             &prefix,
+            6,
             port,
             &s.properties(),
             &moto_target("use1", ""),
@@ -641,7 +471,7 @@ fn kafka_client_is_built_with_tls_and_sasl_plain_and_scram() {
                 &format!("\"sasl.mechanism\" = \"{m}\"\n\"sasl.username\" = \"u\"\n\"sasl.password\" = \"{pw}\"\n");
         }
         let target = "[targets.t1]\nprovider = \"aws\"\nregion = \"us-east-1\"\ncredentials = \"env:NOPE\"\n";
-        let text = config_text("127.0.0.1:9", "t", "g", "alias/app/", 19999, &props, target);
+        let text = config_text("127.0.0.1:9", "t", "g", "alias/app/", 6, 19999, &props, target);
         let cfg = aliassync::config::Config::from_sources(&text, Vec::new()).unwrap();
         let client = aliassync::source::client_config(&cfg).unwrap();
         let made: Result<BaseProducer, _> = client.create();
@@ -663,7 +493,7 @@ fn check_config_rejects_inline_kafka_secrets_without_echoing_them() {
     let props = "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-256\"\n\
                  \"sasl.username\" = \"u\"\n\"sasl.password\" = \"inline-pw-Zx81\"\n\"ssl.key.password\" = \"inline-kp-Qa52\"\n";
     let target = "[targets.t1]\nprovider = \"aws\"\nregion = \"us-east-1\"\ncredentials = \"env:NOPE\"\n";
-    write(&config, &config_text("127.0.0.1:9", "t", "g", "alias/app/", 19999, props, target));
+    write(&config, &config_text("127.0.0.1:9", "t", "g", "alias/app/", 6, 19999, props, target));
     let out =
         Command::new(env!("CARGO_BIN_EXE_aliassync")).args(["check-config", "--config"]).arg(&config).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -723,7 +553,7 @@ async fn unit_syscall_filter_allows_every_syscall_the_daemon_makes() {
     let notify = NotifySocket::bind(dir.path());
     let port = free_port();
     let config = dir.path().join("aliassync.toml");
-    write(&config, &config_text(&brokers(), &topic, &group, &prefix, port, "", &moto_target("use1", "")));
+    write(&config, &config_text(&brokers(), &topic, &group, &prefix, 6, port, "", &moto_target("use1", "")));
     let trace = dir.path().join("strace.out");
     let strace = ["strace", "-f", "-qq", "-o"].map(String::from).into_iter().chain([trace.display().to_string()]);
     let mut d = Proc::start_wrapped(
@@ -784,7 +614,7 @@ fn unit_file_passes_systemd_analyze_verify() {
 }
 
 /// When a `LoadCredential=` file is missing, the unit's `SetCredential=` fallback takes its place: the shipped
-/// example config must then fail `check-config` (the unit's ExecStartPre) with exit 78 naming the key, and must
+/// example config must then fail `check-config` (and `run`, as the unit starts it) with exit 78 naming the key, and must
 /// pass with the shipped example credentials.
 #[test]
 fn missing_credential_files_fail_check_config_naming_the_key() {

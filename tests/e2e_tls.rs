@@ -10,13 +10,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
 struct Tls {
@@ -29,101 +26,32 @@ struct Tls {
 }
 
 fn tls() -> Tls {
-    let file = env_or_explain("KAFKA_TLS_CLIENT_KEY_PASSWORD_FILE");
     Tls {
         brokers: env_or_explain("KAFKA_TLS_BROKERS"),
         ca: env_or_explain("KAFKA_TLS_CA"),
         other_ca: env_or_explain("KAFKA_TLS_OTHER_CA"),
         client_cert: env_or_explain("KAFKA_TLS_CLIENT_CERT"),
         client_key: env_or_explain("KAFKA_TLS_CLIENT_KEY"),
-        key_password: std::fs::read_to_string(file).unwrap().trim().to_string(),
+        key_password: env_file_secret("KAFKA_TLS_CLIENT_KEY_PASSWORD_FILE"),
     }
 }
 
 impl Tls {
     /// The test's own client (topic creation, producing), trusting the test CA.
     fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers).set("security.protocol", "SSL").set("ssl.ca.location", &self.ca);
-        c
+        kafka_client(&self.brokers, &[("security.protocol", "SSL"), ("ssl.ca.location", &self.ca)])
     }
 }
 
-fn config_text(brokers: &str, topic: &str, id: &str, port: u16, properties: &str) -> String {
-    format!(
-        r#"[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-group_id = "g-{id}"
-lease_partitions = 2
-lease_session_timeout_ms = 6000
-[kafka.properties]
-{properties}
-[ownership]
-managed_prefixes = ["alias/app/{id}/"]
-[metrics]
-listen = "127.0.0.1:{port}"
-[reconcile]
-backoff_min_ms = 100
-backoff_max_ms = 2000
-drain_timeout_seconds = 10
-[targets.use1]
-provider = "aws"
-region = "us-east-1"
-endpoint = "{moto}"
-credentials = "env:E2E_AWS"
-"#,
-        moto = moto_url()
-    )
-}
-
-/// The daemon with `config`, secrets under `dir` ($CREDENTIALS_DIRECTORY); stdout and stderr to files there.
-fn spawn(dir: &Path, config: &str) -> Child {
-    let path = dir.join("aliassync.toml");
-    std::fs::write(&path, config).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_aliassync"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .env("E2E_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("E2E_AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
-        .env("CREDENTIALS_DIRECTORY", dir)
-        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn output(dir: &Path) -> (String, String) {
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-    (read("stdout"), read("stderr"))
-}
-
-/// Waits for the exit (killing the daemon after `timeout`); returns the code and how long it took.
-fn wait_exit(child: &mut Child, timeout: Duration) -> (Option<i32>, Duration) {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if let Some(st) = child.try_wait().unwrap() {
-            return (st.code(), t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().ok();
-    child.wait().ok();
-    (None, t0.elapsed())
-}
-
-fn terminate(child: &mut Child) -> Option<i32> {
-    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
-    wait_exit(child, Duration::from_secs(30)).0
-}
-
-async fn ready(port: u16) -> bool {
-    match reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
-        Ok(r) => r.status().as_u16() == 200,
-        Err(_) => false,
-    }
+/// The daemon on `brokers` and topic `desired-{id}` with these `[kafka.properties]` lines, secrets under `dir`
+/// ($CREDENTIALS_DIRECTORY).
+fn spawn(dir: &Path, brokers: &str, id: &str, properties: &str) -> Proc {
+    let port = free_port();
+    let config = dir.join("aliassync.toml");
+    let (topic, group, prefix) = (format!("desired-{id}"), format!("g-{id}"), format!("alias/app/{id}/"));
+    let extra = format!("[kafka.properties]\n{properties}");
+    write(&config, &config_text(brokers, &topic, &group, &prefix, 2, port, &extra, &moto_target("use1", "")));
+    Proc::start(dir, &config, port, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,40 +59,24 @@ async fn tls_with_the_test_ca_connects_and_an_alias_converges() {
     let t = tls();
     let id = unique("tls");
     let topic = format!("desired-{id}");
-    let admin: AdminClient<DefaultClientContext> = t.client().create().unwrap();
-    let nt = NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    for r in admin.create_topics([&nt], &AdminOptions::new()).await.unwrap() {
-        r.unwrap();
-    }
+    create_topic_on(&t.client(), &topic, 1).await;
     let use1 = kms("us-east-1");
     let key = create_key(&use1).await;
     let prefix = format!("alias/app/{id}/");
     let alias = format!("{prefix}one");
     let p: FutureProducer = t.client().set("message.timeout.ms", "60000").create().unwrap();
-    let ev = event(&alias, 1, &[("use1", &key)]);
-    p.send(FutureRecord::to(&topic).key(&alias).payload(&ev), Duration::from_secs(60))
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    send(&p, &topic, Some(&alias), Some(&event(&alias, 1, &[("use1", &key)]))).await;
 
     // Exactly the README's example: the protocol and the CA, nothing else.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let props = format!("\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"{}\"\n", t.ca);
-    let mut d = spawn(dir.path(), &config_text(&t.brokers, &topic, &id, port, &props));
-    let started = Instant::now();
-    while !ready(port).await {
-        if let Some(st) = d.try_wait().unwrap() {
-            panic!("the daemon exited ({st}) over TLS:\n{}", output(dir.path()).1);
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready over TLS:\n{}", output(dir.path()).1);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let mut d = spawn(dir.path(), &t.brokers, &id, &props);
+    d.wait_ready("over TLS", Duration::from_secs(60)).await;
     wait_for("the alias in moto", Duration::from_secs(30), || async {
         live(&use1, &prefix).await.get(&alias) == Some(&key)
     })
     .await;
-    assert_eq!(terminate(&mut d), Some(0), "{}", output(dir.path()).1);
+    assert_eq!(d.terminate(Duration::from_secs(30)).0, Some(0), "{}", d.logs());
 }
 
 #[test]
@@ -179,10 +91,9 @@ fn the_wrong_ca_fails_at_start_naming_the_broker_and_the_tls_failure_without_sec
          \"ssl.key.location\" = \"{}\"\n\"ssl.key.password\" = \"file:kafka-key-password\"\n",
         t.other_ca, t.client_cert, t.client_key
     );
-    let port = free_port();
-    let mut d = spawn(dir.path(), &config_text(&t.brokers, &format!("desired-{id}"), &id, port, &props));
-    let (code, took) = wait_exit(&mut d, Duration::from_secs(30));
-    let (out, err) = output(dir.path());
+    let mut d = spawn(dir.path(), &t.brokers, &id, &props);
+    let (code, took) = d.wait_exit(Duration::from_secs(30));
+    let (out, err) = (d.stdout(), d.logs());
     assert_eq!(code, Some(1), "exit 1 (an error, not 78: the config is valid), after {took:?}:\n{err}");
     assert!(took < Duration::from_secs(15), "gave up in {took:?}, not at once");
     // stderr's last line is the one systemd's journal shows last.
@@ -204,12 +115,11 @@ fn a_tls_broker_that_is_not_there_is_waited_for_and_sigterm_still_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on 127.0.0.1:9: every connection is refused, as when the broker is down at boot.
     let props = format!("\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"{}\"\n", t.ca);
-    let port = free_port();
-    let mut d = spawn(dir.path(), &config_text("127.0.0.1:9", &format!("desired-{id}"), &id, port, &props));
+    let mut d = spawn(dir.path(), "127.0.0.1:9", &id, &props);
     // Longer than a connection check (5 s) plus a retry: still waiting.
     std::thread::sleep(Duration::from_secs(8));
-    assert!(d.try_wait().unwrap().is_none(), "exited while the broker is down:\n{}", output(dir.path()).1);
-    assert_eq!(terminate(&mut d), Some(0), "{}", output(dir.path()).1);
-    let err = output(dir.path()).1;
+    assert!(d.exited().is_none(), "exited while the broker is down:\n{}", d.logs());
+    assert_eq!(d.terminate(Duration::from_secs(30)).0, Some(0), "{}", d.logs());
+    let err = d.logs();
     assert!(err.contains("Kafka 127.0.0.1:9: ") && err.contains("retrying"), "the wait is logged: {err}");
 }

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use aliassync::provider::aws::AwsKms;
@@ -26,6 +26,12 @@ pub fn env_or_explain(name: &str) -> String {
 
 pub fn brokers() -> String {
     env_or_explain("KAFKA_BROKERS")
+}
+
+/// The secret in the file that the environment variable `name` names (e.g. a password file of the rig's SASL or
+/// TLS broker), without its line end.
+pub fn env_file_secret(name: &str) -> String {
+    std::fs::read_to_string(env_or_explain(name)).unwrap().trim().to_string()
 }
 
 /// The KMS emulator binary: `$EMULATOR_BIN`, else `kms-emulator` beside the daemon binary. The emulator is
@@ -185,9 +191,23 @@ pub async fn live(kms: &AwsKms, prefix: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// A Kafka client of `brokers` with these settings (e.g. `security.protocol`).
+pub fn kafka_client(brokers: &str, settings: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
+    c
+}
+
 pub async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    create_topic_on(&kafka_client(&brokers(), &[]), name, partitions).await
+}
+
+/// A compacted topic, created through `client` (a broker other than the rig's: its address and security settings).
+pub async fn create_topic_on(client: &ClientConfig, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client.create().unwrap();
     let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
     let r = admin.create_topics([&t], &AdminOptions::new()).await.unwrap();
     r.into_iter().for_each(|x| {
@@ -309,29 +329,9 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     pub fn render(&self, port: u16) -> String {
-        let mut s = format!(
-            r#"[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-group_id = "{group}"
-lease_partitions = {lease}
-lease_session_timeout_ms = 6000
-[ownership]
-managed_prefixes = ["{prefix}"]
-[metrics]
-listen = "127.0.0.1:{port}"
-[reconcile]
-backoff_min_ms = 100
-backoff_max_ms = 2000
-{extra}
-"#,
-            brokers = brokers(),
-            topic = self.topic,
-            group = self.group,
-            prefix = self.prefix,
-            extra = self.extra,
-            lease = self.lease_partitions,
-        );
+        let kafka = kafka_table(&brokers(), &self.topic, &self.group, self.lease_partitions);
+        let mut s = config_head(&kafka, &self.prefix, port);
+        s.push_str(&format!("{}\n", self.extra));
         for (name, region, more) in &self.targets {
             // A target's own `endpoint =` replaces moto's.
             let default =
@@ -486,4 +486,208 @@ pub async fn owned(d: &Daemon) -> Vec<String> {
         .as_array()
         .map(|ts| ts.iter().filter(|t| t["owned"] == true).map(|t| t["name"].as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
+}
+
+// ----- the daemon binary on a config file of the test's own, as systemd runs it -----
+
+/// The `[kafka]` table of these tests' configs.
+fn kafka_table(brokers: &str, topic: &str, group: &str, lease_partitions: i32) -> String {
+    format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\nlease_partitions = {lease_partitions}\n\
+         lease_session_timeout_ms = 6000\n"
+    )
+}
+
+/// `kafka` (the `[kafka]` table and what follows it), then `[ownership]`, `[metrics]` and `[reconcile]`, which the
+/// caller goes on with.
+fn config_head(kafka: &str, prefix: &str, port: u16) -> String {
+    format!(
+        r#"{kafka}[ownership]
+managed_prefixes = ["{prefix}"]
+[metrics]
+listen = "127.0.0.1:{port}"
+[reconcile]
+backoff_min_ms = 100
+backoff_max_ms = 2000
+"#
+    )
+}
+
+/// A config for one Kafka topic and the given target tables (`[targets.*]` TOML, e.g. [`moto_target`]); `extra`
+/// follows the `[kafka]` keys (e.g. a `[kafka.properties]` or `[log]` table).
+#[allow(clippy::too_many_arguments)]
+pub fn config_text(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    prefix: &str,
+    lease_partitions: i32,
+    port: u16,
+    extra: &str,
+    targets: &str,
+) -> String {
+    let kafka = kafka_table(brokers, topic, group, lease_partitions);
+    format!("{}drain_timeout_seconds = 10\n{targets}", config_head(&format!("{kafka}{extra}\n"), prefix, port))
+}
+
+/// Target `name`: moto's us-east-1, with `more` TOML lines.
+pub fn moto_target(name: &str, more: &str) -> String {
+    format!(
+        "[targets.{name}]\nprovider = \"aws\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\ncredentials = \"env:E2E_AWS\"\n{more}\n",
+        moto_url()
+    )
+}
+
+/// Replaces `path` whole (a reload never reads half a file).
+pub fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// The daemon binary, killed on drop (its log is printed when the test fails). Its secrets are in `dir`
+/// ($CREDENTIALS_DIRECTORY), and its output goes to files there.
+pub struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+    out: PathBuf,
+    port: u16,
+    wrapped: bool,
+}
+
+impl Proc {
+    pub fn start(dir: &Path, config: &Path, port: u16, env: &[(&str, String)]) -> Proc {
+        Self::start_wrapped(dir, config, port, env, &[])
+    }
+
+    /// The daemon run by `wrapper` (e.g. strace); signals still go to the daemon itself.
+    pub fn start_wrapped(dir: &Path, config: &Path, port: u16, env: &[(&str, String)], wrapper: &[String]) -> Proc {
+        let log = dir.join(format!("daemon-{port}.log"));
+        let out = dir.join(format!("daemon-{port}.out"));
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(env!("CARGO_BIN_EXE_aliassync"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_aliassync")),
+        };
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env("E2E_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("E2E_AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+            .env("CREDENTIALS_DIRECTORY", dir)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc { child: Some(cmd.spawn().unwrap()), log, out, port, wrapped: !wrapper.is_empty() }
+    }
+
+    /// The daemon's pid (under a wrapper: the wrapper's child).
+    pub fn pid(&self) -> u32 {
+        let pid = self.child.as_ref().unwrap().id();
+        if !self.wrapped {
+            return pid;
+        }
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        children.split_whitespace().next().expect("the wrapper has started the daemon").parse().unwrap()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap().success());
+    }
+
+    /// The exit status if the daemon has exited (None while it runs).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// Waits for the exit; returns the code and how long it took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        let t0 = Instant::now();
+        let mut c = self.child.take().unwrap();
+        while t0.elapsed() < timeout {
+            if let Some(st) = c.try_wait().unwrap() {
+                return (st.code(), t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.kill().ok();
+        c.wait().ok();
+        panic!("daemon did not exit within {timeout:?}\n{}", self.logs());
+    }
+
+    pub fn terminate(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        self.signal("TERM");
+        self.wait_exit(timeout)
+    }
+
+    pub fn logs(&self) -> String {
+        // Plain text for assertions: drop the ANSI colour codes around field names.
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' && chars.peek() == Some(&'[') {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// What the daemon wrote to stdout.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub async fn wait_log(&self, what: &str, timeout: Duration) {
+        wait_for(&format!("log line containing {what:?}"), timeout, || async { self.logs().contains(what) }).await;
+    }
+
+    /// Waits for /readyz to answer 200 (`how`: e.g. "over TLS", for the messages); fails at once if the daemon exits.
+    pub async fn wait_ready(&mut self, how: &str, timeout: Duration) {
+        let started = Instant::now();
+        while self.get("/readyz").await.map(|r| r.0) != Some(200) {
+            if let Some(st) = self.exited() {
+                panic!("the daemon exited ({st}) {how}:\n{}", self.logs());
+            }
+            assert!(started.elapsed() < timeout, "not ready {how}:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.port)).await.ok()?;
+        let code = r.status().as_u16();
+        Some((code, r.text().await.ok()?))
+    }
+
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let Some((_, text)) = self.get("/metrics").await else { return f64::NAN };
+        sum_metric(&text, name, labels)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- daemon log {} ----\n{}", self.log.display(), tail(&self.logs(), 80));
+        }
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
 }
