@@ -614,8 +614,8 @@ fn unit_file_passes_systemd_analyze_verify() {
 }
 
 /// When a `LoadCredential=` file is missing, the unit's `SetCredential=` fallback takes its place: the shipped
-/// example config must then fail `check-config` (and `run`, as the unit starts it) with exit 78 naming the key, and must
-/// pass with the shipped example credentials.
+/// example config must then fail `check-config` (and `run`, as the unit starts it) with exit 78 naming the key,
+/// and must pass with the shipped example credentials.
 #[test]
 fn missing_credential_files_fail_check_config_naming_the_key() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
