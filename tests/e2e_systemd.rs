@@ -628,19 +628,22 @@ fn missing_credential_files_fail_check_config_naming_the_key() {
         fallbacks += 1;
     }
     assert_eq!(fallbacks, 2, "aws-prod and kafka-password");
-    let check = |creds: &Path| {
+    let check = |command: &str, creds: &Path| {
         Command::new(env!("CARGO_BIN_EXE_aliassync"))
-            .args(["check-config", "--config"])
+            .args([command, "--config"])
             .arg(root.join("config/aliassync.toml"))
             .env("CREDENTIALS_DIRECTORY", creds)
             .output()
             .unwrap()
     };
-    let out = check(dir.path());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("`targets.aws-prod-use1.credentials`"), "{err}");
-    let out = check(&root.join("systemd/credentials.example"));
+    // `run` is what the unit starts (no ExecStartPre): it must fail the same way before touching Kafka.
+    for command in ["check-config", "run"] {
+        let out = check(command, dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{command}: {err}");
+        assert!(err.contains("`targets.aws-prod-use1.credentials`"), "{command}: {err}");
+    }
+    let out = check("check-config", &root.join("systemd/credentials.example"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
