@@ -4,12 +4,38 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::ClientConfig;
 use tokio::sync::watch;
+
+/// At most one lease-consumer error log line per this interval.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rate-limits a log line (not the work): admits one per interval, counting the ones it suppressed.
+struct ErrorLog {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    fn new(every: Duration) -> Self {
+        ErrorLog { every, last: None, suppressed: 0 }
+    }
+
+    /// Some(errors suppressed since the last admitted one) if this one may be logged.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
 
 pub struct LeaseContext {
     owned: watch::Sender<BTreeSet<i32>>,
@@ -56,16 +82,20 @@ impl Leases {
         Ok(Leases { consumer: Arc::new(consumer), owned: rx })
     }
 
-    /// Keeps the membership alive: rebalance callbacks run while the consumer is polled.
+    /// Keeps the membership alive: rebalance callbacks run while the consumer is polled, so the loop
+    /// never sleeps. Errors queue up while the broker is down (one per failed connection attempt);
+    /// a pause per error would leave the rejoin behind that backlog after the broker returns.
     pub fn spawn_poller(&self) -> tokio::task::JoinHandle<()> {
         let c = self.consumer.clone();
         tokio::spawn(async move {
+            let mut log = ErrorLog::new(LOG_EVERY);
             loop {
                 match c.recv().await {
                     Ok(_) => {} // nothing is ever written to the lease topic
                     Err(e) => {
-                        tracing::warn!(error = %e, "lease consumer error");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if let Some(suppressed) = log.admit(Instant::now()) {
+                            tracing::warn!(error = %e, suppressed, "lease consumer error");
+                        }
                     }
                 }
             }
@@ -83,5 +113,22 @@ impl Leases {
             drop(c);
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_log_is_rate_limited_and_counts_what_it_suppressed() {
+        let mut l = ErrorLog::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(l.admit(t0), Some(0));
+        for i in 1..=99 {
+            assert_eq!(l.admit(t0 + Duration::from_millis(i * 10)), None);
+        }
+        assert_eq!(l.admit(t0 + Duration::from_secs(10)), Some(99));
+        assert_eq!(l.admit(t0 + Duration::from_secs(11)), None);
     }
 }

@@ -1,5 +1,8 @@
 //! One-shot read of the desired topic up to its current end, for the CLI (plan, publish): the same
 //! decoding and store as the daemon, no leases, no dead letters.
+//!
+//! A partition is read once the consumer's position reaches its end offset: its last offsets may deliver
+//! no record (a transaction's commit marker, a compaction gap), so the last record's offset cannot tell.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -43,6 +46,7 @@ pub fn read_to_end(
         let (low, high) = c
             .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
             .map_err(|e| format!("offsets of {topic}: {e}"))?;
+        // low = high: empty, or every record deleted.
         if high > low {
             ends.insert(p.id(), high);
             tpl.add_partition_offset(topic, p.id(), Offset::Beginning).map_err(|e| e.to_string())?;
@@ -56,24 +60,31 @@ pub fn read_to_end(
     c.assign(&tpl).map_err(|e| e.to_string())?;
     let mut last = Instant::now();
     while !ends.is_empty() {
-        let Some(m) = c.poll(Duration::from_millis(200)) else {
-            if last.elapsed() > Duration::from_secs(30) {
-                return Err(format!("no progress reading {topic} for 30 s"));
+        match c.poll(Duration::from_millis(100)) {
+            None if last.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("no progress reading {topic} for 30 s"))
             }
-            continue;
-        };
-        let m = m.map_err(|e| format!("reading {topic}: {e}"))?;
-        last = Instant::now();
-        match decoder.decode(m.key(), m.payload()) {
-            Ok(ev) => match store.apply(ev).0 {
-                Outcome::Applied => counts.applied += 1,
-                Outcome::Stale => counts.stale += 1,
-            },
-            Err(_) => counts.invalid += 1,
+            None => {}
+            Some(m) => {
+                let m = m.map_err(|e| format!("reading {topic}: {e}"))?;
+                last = Instant::now();
+                match decoder.decode(m.key(), m.payload()) {
+                    Ok(ev) => match store.apply(ev).0 {
+                        Outcome::Applied => counts.applied += 1,
+                        Outcome::Stale => counts.stale += 1,
+                    },
+                    Err(_) => counts.invalid += 1,
+                }
+            }
         }
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
-            ends.remove(&m.partition());
-        }
+        // After every poll: a poll that returns nothing may still have moved the position past a marker.
+        let positions = c.position().map_err(|e| format!("position in {topic}: {e}"))?;
+        ends.retain(|&p, end| !reached(&positions, topic, p, *end));
     }
     Ok((store, counts))
+}
+
+/// Whether the consumer's position in `partition` is at or past `end`.
+fn reached(positions: &TopicPartitionList, topic: &str, partition: i32, end: i64) -> bool {
+    positions.find_partition(topic, partition).is_some_and(|e| matches!(e.offset(), Offset::Offset(pos) if pos >= end))
 }

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    /// Dead letters Kafka refused for good, or skipped with the delivery queue full.
+    pub dead_letter_failures: IntCounterVec,
     pub desired_aliases: IntGaugeVec,
     /// Drift of the last scan, minus what was repaired since.
     pub drift_aliases: IntGaugeVec,
@@ -56,6 +58,11 @@ impl Metrics {
             dead_letters: counter(
                 "dead_letters_total",
                 "Events or reconciles sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            dead_letter_failures: counter(
+                "dead_letter_failures_total",
+                "Dead letters Kafka refused for good (each refusal: the original, then its reduced form), or skipped with the delivery queue full, by reason.",
                 &["reason"],
             ),
             desired_aliases: gauge("desired_aliases", "Aliases the desired state holds per target.", &["target"]),
@@ -146,6 +153,9 @@ impl Metrics {
             m.dead_letters.with_label_values(&[r.as_str()]);
         }
         m.dead_letters.with_label_values(&["reconcile_failed"]);
+        for r in crate::source::dead_letter::Refusal::ALL {
+            m.dead_letter_failures.with_label_values(&[r.as_str()]);
+        }
         // process_* (RSS, CPU, fds, start time): restart loops and the memory budget.
         let _ = m.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         m

@@ -691,3 +691,81 @@ impl Drop for Proc {
         }
     }
 }
+
+// ----- Kafka fixtures for the lifecycle tests (tests/e2e_lifecycle.rs, tests/e2e_broker_crash.rs) -----
+
+/// A compacted topic (unless `configs` says otherwise) with extra topic configs (e.g. a small `max.message.bytes`).
+pub async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = kafka_client(&brokers(), &[]).create().unwrap();
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    if !configs.iter().any(|(k, _)| *k == "cleanup.policy") {
+        t = t.set("cleanup.policy", "compact");
+    }
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    for r in admin.create_topics([&t], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+}
+
+/// Writes `records` (partition, key, value) in one committed transaction: each partition then ends in a
+/// commit marker, an offset no consumer ever receives.
+pub fn send_transaction(topic: &str, records: &[(i32, &str, &str)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("txn"))
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p.begin_transaction().unwrap();
+    for (part, k, v) in records {
+        p.send(BaseRecord::to(topic).partition(*part).key(*k).payload(*v)).map_err(|(e, _)| e).unwrap();
+    }
+    p.commit_transaction(Duration::from_secs(30)).unwrap();
+}
+
+/// Sends one record to one partition.
+pub async fn send_to(p: &FutureProducer, topic: &str, partition: i32, key: &str, value: &str) {
+    let r: FutureRecord<'_, str, str> = FutureRecord::to(topic).partition(partition).key(key).payload(value);
+    p.send(r, Duration::from_secs(60)).await.map_err(|(e, _)| e).unwrap();
+}
+
+/// (low, high) watermarks of one partition.
+pub fn watermarks(topic: &str, partition: i32) -> (i64, i64) {
+    let c: BaseConsumer = kafka_client(&brokers(), &[]).create().unwrap();
+    c.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap()
+}
+
+/// Deletes every record of `partition` (AdminClient delete_records; the topic's cleanup.policy must include
+/// `delete`): low watermark = high watermark > 0.
+pub async fn delete_all_records(topic: &str, partition: i32) {
+    let admin: AdminClient<DefaultClientContext> = kafka_client(&brokers(), &[]).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::End).unwrap();
+    let r = admin.delete_records(&tpl, &AdminOptions::new()).await.unwrap();
+    for e in r.elements() {
+        e.error().unwrap();
+    }
+}
+
+/// kill -9 of the rig's broker, then a restart (same data and port); returns once it answers metadata again.
+pub fn kill9_and_restart_broker() {
+    let run = std::env::var("ALIASSYNC_RUN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/rig").to_string());
+    let pid = std::fs::read_to_string(format!("{run}/kafka/kafka.pid")).unwrap().trim().to_string();
+    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success(), "kill -9 {pid}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "broker {pid} survived kill -9");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure_broker_up();
+}
+
+/// Starts the rig's broker if it is not running (idempotent): tests that kill it call this on every exit path.
+pub fn ensure_broker_up() {
+    let rig = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kafka.sh");
+    assert!(Command::new("bash").args([rig, "start"]).stdout(Stdio::null()).status().unwrap().success());
+}
