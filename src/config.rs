@@ -263,7 +263,7 @@ fn default_backoff_min_ms() -> u64 {
     200
 }
 fn default_backoff_max_ms() -> u64 {
-    60_000
+    20_000
 }
 fn default_consistency_retries() -> u32 {
     5
@@ -427,7 +427,7 @@ impl Config {
         }
         let r = &self.reconcile;
         if r.backoff_min_ms == 0 || r.backoff_max_ms < r.backoff_min_ms {
-            bad("reconcile.backoff_min_ms", "must be > 0 and <= reconcile.backoff_max_ms", "e.g. 200 and 60000");
+            bad("reconcile.backoff_min_ms", "must be > 0 and <= reconcile.backoff_max_ms", "e.g. 200 and 20000");
         }
         if self.targets.is_empty() {
             bad("targets", "no target is configured", "add a [targets.NAME] table with provider, region, credentials");

@@ -43,7 +43,8 @@ dash_path, rules_path = sys.argv[1], sys.argv[2]
 HISTOGRAMS = {"aliassync_provider_request_duration_seconds"}
 KNOWN = {
     "up",
-    "aliassync_events_total", "aliassync_dead_letters_total", "aliassync_desired_aliases",
+    "aliassync_events_total", "aliassync_dead_letters_total", "aliassync_dead_letter_failures_total",
+    "aliassync_desired_aliases",
     "aliassync_drift_aliases", "aliassync_last_scan_success_timestamp_seconds",
     "aliassync_last_scan_duration_seconds", "aliassync_scans_total", "aliassync_source_lag_events",
     "aliassync_ready", "aliassync_reconcile_total", "aliassync_provider_requests_total",

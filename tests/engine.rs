@@ -21,6 +21,12 @@ struct FakeState {
     fail_writes: Option<ErrorClass>,
     /// Keys that do not exist (writes naming them fail NotFound).
     missing_keys: HashSet<String>,
+    /// The cloud is unreachable: every call fails (transient).
+    down: bool,
+    /// How long a listing takes (it sees the aliases as they were when it began).
+    list_delay: Duration,
+    /// Writes hang this long, then time out (transient).
+    hang_writes: Option<Duration>,
 }
 
 #[derive(Default, Clone)]
@@ -37,9 +43,21 @@ impl Fake {
     fn get(&self, a: &str) -> Option<String> {
         self.0.lock().unwrap().aliases.get(a).cloned()
     }
-    fn write(&self, op: &str, alias: &str, key: Option<&str>) -> Result<(), ProviderError> {
+    async fn write(&self, op: &str, alias: &str, key: Option<&str>) -> Result<(), ProviderError> {
+        let hang = self.0.lock().unwrap().hang_writes;
+        match hang {
+            Some(h) => {
+                self.0.lock().unwrap().calls.push((op.into(), alias.into()));
+                tokio::time::sleep(h).await;
+                return Err(err(ErrorClass::Transient, "RequestTimeout"));
+            }
+            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
         let mut s = self.0.lock().unwrap();
         s.calls.push((op.into(), alias.into()));
+        if s.down {
+            return Err(err(ErrorClass::Transient, "ServiceUnavailable"));
+        }
         if let Some(c) = s.fail_writes {
             return Err(err(c, "Injected"));
         }
@@ -66,30 +84,39 @@ impl Fake {
 #[async_trait]
 impl KmsAliases for Fake {
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        let mut s = self.0.lock().unwrap();
-        s.calls.push(("list".into(), String::new()));
-        Ok(s.aliases
-            .iter()
-            .filter(|(a, _)| prefixes.iter().any(|p| a.starts_with(p.as_str())))
-            .map(|(a, k)| LiveAlias { name: a.clone(), key_id: Some(k.clone()) })
-            .collect())
+        let (listing, delay) = {
+            let mut s = self.0.lock().unwrap();
+            s.calls.push(("list".into(), String::new()));
+            if s.down {
+                return Err(err(ErrorClass::Transient, "ServiceUnavailable"));
+            }
+            let l: Vec<LiveAlias> = s
+                .aliases
+                .iter()
+                .filter(|(a, _)| prefixes.iter().any(|p| a.starts_with(p.as_str())))
+                .map(|(a, k)| LiveAlias { name: a.clone(), key_id: Some(k.clone()) })
+                .collect();
+            (l, s.list_delay)
+        };
+        tokio::time::sleep(delay).await;
+        Ok(listing)
     }
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         let mut s = self.0.lock().unwrap();
         s.calls.push(("get".into(), alias.into()));
+        if s.down {
+            return Err(err(ErrorClass::Transient, "ServiceUnavailable"));
+        }
         Ok(s.aliases.get(alias).cloned())
     }
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        self.write("create", alias, Some(key_id))
+        self.write("create", alias, Some(key_id)).await
     }
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        self.write("update", alias, Some(key_id))
+        self.write("update", alias, Some(key_id)).await
     }
     async fn delete_alias(&self, alias: &str, _current: Option<&str>) -> Result<(), ProviderError> {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        self.write("delete", alias, None)
+        self.write("delete", alias, None).await
     }
 }
 
@@ -113,8 +140,35 @@ fn rig(prefix: &str, n: usize, rate: f64, modes: &[Mode]) -> Rig {
 }
 
 fn rig_with(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], scan: Duration) -> Rig {
+    rig_opts(prefix, n, rate, modes, prune, scan, Opts::default())
+}
+
+/// Knobs most tests leave alone.
+struct Opts {
+    concurrency: usize,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    /// Set on the fakes before the engine starts.
+    list_delay: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            concurrency: 4,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            list_delay: Duration::ZERO,
+        }
+    }
+}
+
+fn rig_opts(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], scan: Duration, o: Opts) -> Rig {
     let store = Arc::new(RwLock::new(Store::new(n)));
     let fakes: Vec<Fake> = (0..n).map(|_| Fake::default()).collect();
+    for f in &fakes {
+        f.0.lock().unwrap().list_delay = o.list_delay;
+    }
     let specs = fakes
         .iter()
         .enumerate()
@@ -122,7 +176,7 @@ fn rig_with(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
             id: i as TargetId,
             name: format!("{prefix}{i}"),
             provider: Arc::new(Governed::new(Arc::new(f.clone()), &format!("{prefix}{i}"), "fake", rate, 1000.0)),
-            concurrency: 4,
+            concurrency: o.concurrency,
             mode: modes.get(i).copied().unwrap_or_default(),
             prune: prune.get(i).copied().unwrap_or(false),
         })
@@ -132,8 +186,8 @@ fn rig_with(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
         specs,
         store.clone(),
         EngineConfig {
-            backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
+            backoff_min: o.backoff_min,
+            backoff_max: o.backoff_max,
             consistency_retries: 2,
             managed_prefixes: vec!["alias/app/".into()],
             scan_interval: scan,
@@ -444,4 +498,117 @@ async fn drift_scans_report_and_repair_and_prune_only_when_asked() {
         "drift series of a target this instance no longer owns are removed"
     );
     assert!(text.lines().any(|l| l.starts_with("aliassync_drift_aliases{") && l.contains("target=\"drift1\"")));
+}
+
+/// CPU seconds (utime + stime) from a /proc stat file: `/proc/thread-self/stat` for the calling thread
+/// (a current-thread runtime runs the whole engine on it), `/proc/self/stat` for the process.
+fn cpu_seconds(stat: &str) -> f64 {
+    let s = std::fs::read_to_string(stat).unwrap();
+    // The command name is in parentheses and may hold spaces; utime and stime are fields 14 and 15.
+    let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split(' ').collect();
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / 100.0
+}
+
+/// Issue 9: a target whose calls hang, with retries due that it cannot start (its only permit is taken),
+/// must wait for a call to complete, not spin. Real clock: `ALIASSYNC_STALL_SECONDS=30` (calls then hang
+/// 5 s each, as a provider timeout would) gives the figure; the default is a 3 s stall.
+#[tokio::test]
+async fn a_target_whose_writes_hang_does_not_spin() {
+    let secs: u64 = std::env::var("ALIASSYNC_STALL_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let hang = Duration::from_secs(if secs >= 10 { 5 } else { 1 });
+    let o = Opts { concurrency: 1, ..Opts::default() };
+    let r = rig_opts("hang", 1, 1000.0, &[], &[], Duration::from_secs(3600), o);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    r.fakes[0].0.lock().unwrap().hang_writes = Some(hang);
+    for i in 0..3 {
+        r.apply(&format!("alias/app/h{i}"), 1, &[(0, K1)]);
+    }
+    // The first call times out; its retry comes due while the next call holds the only permit.
+    tokio::time::sleep(hang + hang / 2).await;
+    let (thread0, proc0) = (cpu_seconds("/proc/thread-self/stat"), cpu_seconds("/proc/self/stat"));
+    let (calls0, wakeups0) = (r.fakes[0].calls("create"), r.engine.status()[0].loop_wakeups);
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let wall = started.elapsed().as_secs_f64();
+    let thread = cpu_seconds("/proc/thread-self/stat") - thread0;
+    let process = cpu_seconds("/proc/self/stat") - proc0;
+    let calls = r.fakes[0].calls("create") - calls0;
+    let wakeups = r.engine.status()[0].loop_wakeups - wakeups0;
+    eprintln!(
+        "stalled target: {wall:.1} s wall, {thread:.2} CPU s (thread), {process:.2} CPU s (process), {calls} calls, {wakeups} loop wake-ups"
+    );
+    assert!(calls >= 1 && calls as f64 <= wall / hang.as_secs_f64() + 1.0, "{calls} calls");
+    // O(calls): one wake-up per completed call, plus the once-a-second gauge refresh.
+    assert!(wakeups <= 2 * calls as u64 + secs + 5, "{wakeups} loop wake-ups for {calls} calls in {wall:.1} s");
+    assert!(thread < 0.1 * wall, "a stalled target spins: {thread:.2} CPU s in {wall:.1} s");
+}
+
+/// Issue 9: changes consumed while the first listing runs are applied right after it, from the alias's
+/// true live state (the listing's value may be stale: a previous owner may still be writing). A Kafka
+/// tombstone decodes to the same `Absent` body as `state: absent`.
+#[tokio::test(start_paused = true)]
+async fn changes_during_the_first_listing_are_applied_after_it() {
+    let o = Opts { list_delay: Duration::from_secs(5), ..Opts::default() };
+    let r = rig_opts("listing", 1, 1000.0, &[], &[], Duration::from_secs(3600), o);
+    let aliases = ["alias/app/gone", "alias/app/dropped", "alias/app/moved", "alias/app/kept"];
+    for a in aliases {
+        r.fakes[0].0.lock().unwrap().aliases.insert(a.into(), K1.into());
+        r.apply(a, 1, &[(0, K1)]);
+    }
+    r.own_all();
+    r.engine.set_rebuilt();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.fakes[0].calls("list"), 1);
+    assert!(r.engine.status()[0].last_listing_unix.is_none(), "the listing is still running");
+    // Consumed during the listing: absent, removed from this target, re-pointed, and a new alias.
+    r.absent("alias/app/gone", 2);
+    r.apply("alias/app/dropped", 2, &[]);
+    r.apply("alias/app/moved", 2, &[(0, K2)]);
+    r.apply("alias/app/new", 1, &[(0, K1)]);
+    r.settle().await;
+    assert_eq!(r.fakes[0].get("alias/app/gone"), None, "absent during the listing: deleted");
+    assert_eq!(r.fakes[0].get("alias/app/dropped"), None, "removed from the target during the listing: deleted");
+    assert_eq!(r.fakes[0].get("alias/app/moved").as_deref(), Some(K2));
+    assert_eq!(r.fakes[0].get("alias/app/new").as_deref(), Some(K1));
+    assert_eq!(r.fakes[0].get("alias/app/kept").as_deref(), Some(K1));
+    assert_eq!(r.fakes[0].calls("list"), 1);
+    assert_eq!(r.fakes[0].calls("delete"), 2);
+    assert!(r.sink.0.lock().unwrap().is_empty());
+}
+
+/// Issue 9: a target that was down for minutes (with the daemon's default backoff, 200 ms to 60 s)
+/// converges within 30 s of its cloud returning: one target went down after its listing (its writes
+/// back off), the other was down from the start (its listing backs off).
+#[tokio::test(start_paused = true)]
+async fn a_target_that_was_down_converges_within_30s_of_returning() {
+    for minutes in [3u64, 10] {
+        let o =
+            Opts { backoff_min: Duration::from_millis(200), backoff_max: Duration::from_secs(60), ..Opts::default() };
+        let r = rig_opts(&format!("down{minutes}-"), 2, 5.0, &[], &[], Duration::from_secs(3600), o);
+        r.fakes[1].0.lock().unwrap().down = true;
+        r.own_all();
+        r.engine.set_rebuilt();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(r.engine.status()[0].last_listing_unix.is_some());
+        r.fakes[0].0.lock().unwrap().down = true;
+        for i in 0..10 {
+            r.apply(&format!("alias/app/d{i}"), 1, &[(0, K1), (1, K1)]);
+        }
+        tokio::time::sleep(Duration::from_secs(60 * minutes)).await;
+        assert!(r.fakes.iter().all(|f| f.0.lock().unwrap().aliases.is_empty()));
+        for f in &r.fakes {
+            f.0.lock().unwrap().down = false;
+        }
+        let back = tokio::time::Instant::now();
+        while !r.fakes.iter().all(|f| f.0.lock().unwrap().aliases.len() == 10) {
+            assert!(back.elapsed() < Duration::from_secs(300), "never converged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = back.elapsed();
+        eprintln!("down {minutes} min: converged {:.1} s after the cloud returned", took.as_secs_f64());
+        assert!(took <= Duration::from_secs(30), "down {minutes} min: converged {took:?} after the cloud returned");
+        r.engine.shutdown(Duration::from_secs(1)).await;
+    }
 }

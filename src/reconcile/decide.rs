@@ -30,6 +30,16 @@ pub fn decide(desired: Option<&str>, live: Option<&str>, matches: impl Fn(&str, 
     }
 }
 
+/// The live value is unknown (the alias changed while the target's first listing ran, so the listed
+/// value may be stale): write first and let the answer reveal the live state. Create → AlreadyExists →
+/// read → update or nothing; delete → NotFound → nothing. Never Noop: that would drop the change.
+pub fn decide_unknown(desired: Option<&str>) -> Action {
+    match desired {
+        Some(d) => Action::Create(d.to_string()),
+        None => Action::Delete,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +54,8 @@ mod tests {
         assert_eq!(decide(Some("k2"), Some("k"), eq), Action::Update("k2".into()));
         // The provider's notion of sameness wins (e.g. an ARN naming the live key id).
         assert_eq!(decide(Some("arn:.../k"), Some("k"), |d, l| d.ends_with(l)), Action::Noop);
+        // Unknown live state: write first, even to delete.
+        assert_eq!(decide_unknown(None), Action::Delete);
+        assert_eq!(decide_unknown(Some("k")), Action::Create("k".into()));
     }
 }

@@ -9,6 +9,7 @@ pub mod queue;
 mod target;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -79,8 +80,9 @@ struct Target {
     queue: Mutex<WorkQueue>,
     notify: Notify,
     owned: watch::Sender<bool>,
-    /// Live aliases under the managed prefixes: the last listing plus our own successful writes.
-    live: Mutex<HashMap<Box<str>, String>>,
+    /// Live aliases under the managed prefixes: the last listing plus our own successful writes (and
+    /// reads). No entry: known absent.
+    live: Mutex<HashMap<Box<str>, Live>>,
     listed_at: Mutex<Option<u64>>,
     failures: Mutex<VecDeque<PermanentFailure>>,
     prune: bool,
@@ -93,6 +95,17 @@ struct Target {
     /// Aliases whose last reconcile failed permanently, and when: drift scans do not retry them
     /// (and dead-letter them again) more often than `FAILED_RETRY`; a new event always does.
     failed: Mutex<HashMap<Box<str>, tokio::time::Instant>>,
+    /// Iterations of the worker loop: a stalled target must not spin (see `TargetStatus::loop_wakeups`).
+    wakeups: AtomicU64,
+}
+
+/// One alias in a target's live view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Live {
+    Key(String),
+    /// Changed while the first listing ran: the listed value may predate a write (a previous owner's
+    /// during a hand-over), and there is no earlier view. Reconciled write-first (`decide_unknown`).
+    Unknown,
 }
 
 const FAILED_RETRY: Duration = Duration::from_secs(3600);
@@ -141,6 +154,9 @@ pub struct TargetStatus {
     pub prune: bool,
     pub drift: Option<DriftStatus>,
     pub recent_failures: Vec<PermanentFailure>,
+    /// How often the target's worker loop woke (tests bound it by the calls made; not in /status).
+    #[serde(skip)]
+    pub loop_wakeups: u64,
 }
 
 impl Engine {
@@ -150,6 +166,14 @@ impl Engine {
         cfg: EngineConfig,
         sink: Arc<dyn FailureSink>,
     ) -> Self {
+        // Info, not warn: the shipped default (60 s) is above the ceiling.
+        if cfg.backoff_max > queue::RETRY_CEILING {
+            tracing::info!(
+                backoff_max_ms = cfg.backoff_max.as_millis() as u64,
+                ceiling_ms = queue::RETRY_CEILING.as_millis() as u64,
+                "reconcile.backoff_max_ms is above the retry ceiling; retries wait at most the ceiling, so a target converges within 30 s of its cloud returning"
+            );
+        }
         let targets = specs
             .into_iter()
             .enumerate()
@@ -172,6 +196,7 @@ impl Engine {
                     drift: Mutex::new(None),
                     drifted: Mutex::new(HashMap::new()),
                     failed: Mutex::new(HashMap::new()),
+                    wakeups: AtomicU64::new(0),
                 })
             })
             .collect();
@@ -264,6 +289,7 @@ impl Engine {
                     prune: t.prune,
                     drift: t.drift.lock().unwrap().clone(),
                     recent_failures: t.failures.lock().unwrap().iter().cloned().collect(),
+                    loop_wakeups: t.wakeups.load(Ordering::Relaxed),
                 }
             })
             .collect()

@@ -46,18 +46,42 @@ pub struct WorkQueue {
     ready: VecDeque<Arc<str>>,
     delayed: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     backoff: ExponentialBuilder,
+    ceiling: Duration,
     events: u64,
+}
+
+/// The longest wait between two attempts (an alias's write, a target's first listing), jitter
+/// included, whatever `backoff_max` says: a cloud that comes back is tried again within it, so a target
+/// converges within 30 s of its cloud returning (issue 9: an uncapped 60 s base plus jitter took 47-120 s).
+pub const RETRY_CEILING: Duration = Duration::from_secs(20);
+
+/// The delay ceiling for a configured `backoff_max`.
+pub fn retry_ceiling(max: Duration) -> Duration {
+    max.min(RETRY_CEILING)
+}
+
+/// Exponential backoff with jitter that never waits longer than `retry_ceiling(max)`: backon's jitter
+/// adds up to one base delay, so the base stops at half the ceiling (delays then fall in [c/2, c)).
+pub fn retry_backoff(min: Duration, max: Duration) -> ExponentialBuilder {
+    let half = retry_ceiling(max) / 2;
+    ExponentialBuilder::default()
+        .with_min_delay(min.min(half))
+        .with_max_delay(half)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
 }
 
 impl WorkQueue {
     pub fn new(min: Duration, max: Duration) -> Self {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(min)
-            .with_max_delay(max)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
-        WorkQueue { items: HashMap::new(), ready: VecDeque::new(), delayed: BinaryHeap::new(), backoff, events: 0 }
+        WorkQueue {
+            items: HashMap::new(),
+            ready: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            backoff: retry_backoff(min, max),
+            ceiling: retry_ceiling(max),
+            events: 0,
+        }
     }
 
     /// Marks an alias as needing a reconcile.
@@ -129,7 +153,7 @@ impl WorkQueue {
             Done::Retry => {
                 it.attempts += 1;
                 let b = it.backoff.get_or_insert_with(|| self.backoff.build());
-                let delay = b.next().unwrap_or(Duration::from_secs(60));
+                let delay = b.next().unwrap_or(self.ceiling).min(self.ceiling);
                 it.status = Status::Delayed(now + delay);
                 it.dirty_since = None;
                 self.delayed.push(Reverse((now + delay, alias.clone())));
@@ -172,6 +196,11 @@ impl WorkQueue {
     /// Whether the alias is pending (ready, delayed or in progress).
     pub fn contains(&self, alias: &str) -> bool {
         self.items.contains_key(alias)
+    }
+
+    /// The pending aliases (ready, delayed or in progress).
+    pub fn aliases(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.items.keys()
     }
 
     /// Pending items (ready, delayed or in progress).
@@ -259,6 +288,26 @@ mod tests {
         let (x, attempts) = q.pop(now).unwrap();
         assert_eq!(attempts, 0);
         assert!(q.done(&x, Done::Retry, now).unwrap() < Duration::from_millis(201));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_delays_never_exceed_the_ceiling() {
+        // A backoff_max of 60 s (the default before the ceiling); jitter included, no wait may pass the ceiling.
+        for (min, max) in [(200, 60_000), (200, 2_000), (30_000, 60_000)] {
+            let (min, max) = (Duration::from_millis(min), Duration::from_millis(max));
+            let mut q = WorkQueue::new(min, max);
+            q.add(a("x"), Instant::now());
+            let mut longest = Duration::ZERO;
+            for _ in 0..40 {
+                let now = Instant::now();
+                let (x, _) = q.pop(now).unwrap();
+                let d = q.done(&x, Done::Retry, now).unwrap();
+                longest = longest.max(d);
+                tokio::time::advance(d).await;
+            }
+            let ceiling = retry_ceiling(max);
+            assert!(longest <= ceiling && longest >= ceiling / 2, "{min:?}..{max:?}: longest {longest:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,16 +2,19 @@
 //! (at most `concurrency`, never two for one alias) until the lease goes or the daemon stops.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
-use super::decide::{decide, Action};
+use super::decide::{decide, decide_unknown, Action};
 use super::queue::Done;
-use super::{unix_now, DriftStatus, Inner, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY, RECENT_FAILURES};
+use super::{
+    unix_now, DriftStatus, Inner, Live, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY, RECENT_FAILURES,
+};
 use crate::config::Mode;
 use crate::drift::Kind;
 use crate::provider::LiveAlias;
@@ -65,12 +68,7 @@ async fn until_false(rx: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// The first listing of a target, retried with backoff while the target is unreachable.
 async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAlias> {
-    let mut backoff = ExponentialBuilder::default()
-        .with_min_delay(inner.cfg.backoff_min)
-        .with_max_delay(inner.cfg.backoff_max)
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = super::queue::retry_backoff(inner.cfg.backoff_min, inner.cfg.backoff_max).build();
     loop {
         match t.provider.list_aliases(&inner.cfg.managed_prefixes).await {
             Ok(l) => {
@@ -81,7 +79,7 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
                 metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
                 // A target that cannot even list still shows its backlog (the lag alerts need it).
                 update_gauges(t);
-                let d = backoff.next().unwrap_or(inner.cfg.backoff_max);
+                let d = backoff.next().unwrap_or(super::queue::RETRY_CEILING);
                 tracing::warn!(target_name = %t.name, error = %e, retry_in_ms = d.as_millis() as u64, "listing failed");
                 tokio::time::sleep(d).await;
             }
@@ -93,7 +91,7 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
 /// desired here, and every live managed alias the desired state knows (it may have to go). Unknown
 /// live aliases are orphans: reported, and deleted only with `prune`.
 fn install_listing(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration) {
-    apply_scan(inner, t, listing, took);
+    apply_scan(inner, t, listing, took, true);
     let store = inner.store.read().unwrap();
     let now = Instant::now();
     let mut q = t.queue.lock().unwrap();
@@ -112,7 +110,8 @@ fn install_listing(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Dur
 
 /// A completed listing: refreshes the live view (except for aliases changing right now), reports
 /// drift, and in enforce mode queues the repairs.
-fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration) {
+/// `first`: the listing that starts the target's work, with no earlier view to fall back on.
+fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration, first: bool) {
     let m = metrics();
     let writes = t.writes_during_scan.lock().unwrap().take().unwrap_or_default();
     let store = inner.store.read().unwrap();
@@ -128,11 +127,11 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
     );
     {
         let mut live = t.live.lock().unwrap();
-        let mut fresh: HashMap<Box<str>, String> = HashMap::with_capacity(listing.len());
+        let mut fresh: HashMap<Box<str>, Live> = HashMap::with_capacity(listing.len());
         for a in listing {
             if inner.cfg.may_touch(&a.name) && !busy(&a.name) {
                 if let Some(k) = a.key_id {
-                    fresh.insert(a.name.into_boxed_str(), k);
+                    fresh.insert(a.name.into_boxed_str(), Live::Key(k));
                 }
             }
         }
@@ -140,6 +139,12 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
         for (a, k) in live.drain() {
             if busy(&a) {
                 fresh.insert(a, k);
+            }
+        }
+        // Changes consumed during the first listing: unknown, not absent (absent dropped deletions).
+        if first {
+            for a in q.aliases().filter(|a| inner.cfg.may_touch(a)) {
+                fresh.entry(Box::from(&**a)).or_insert(Live::Unknown);
             }
         }
         *live = fresh;
@@ -225,9 +230,14 @@ async fn work(
                 running.insert(h.id(), alias);
             }
         }
-        let due = t.queue.lock().unwrap().next_due();
+        t.wakeups.fetch_add(1, Ordering::Relaxed);
+        // With every permit taken, only a completed call can start work: waking for a due retry or a
+        // new event would find nothing to do, again and again (a busy loop while calls hang). A
+        // notification meanwhile stays stored in `notify`, and due items stay in the queue.
+        let full = inflight.len() >= t.concurrency;
+        let due = if full { None } else { t.queue.lock().unwrap().next_due() };
         tokio::select! {
-            _ = t.notify.notified() => {}
+            _ = t.notify.notified(), if !full => {}
             Some(r) = inflight.join_next_with_id(), if !inflight.is_empty() => finish(t, &mut running, r),
             _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
             r = owned_rx.changed() => if r.is_err() || !*owned_rx.borrow_and_update() { break false },
@@ -241,7 +251,7 @@ async fn work(
             r = async { (&mut scan.as_mut().unwrap().1).await }, if scan.is_some() => {
                 let (started, _) = scan.take().unwrap();
                 match r {
-                    Ok(Ok(listing)) => apply_scan(inner, t, listing, started.elapsed()),
+                    Ok(Ok(listing)) => apply_scan(inner, t, listing, started.elapsed(), false),
                     Ok(Err(e)) => {
                         *t.writes_during_scan.lock().unwrap() = None;
                         metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
@@ -316,8 +326,16 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
         return Done::Drop;
     }
     let desired = inner.store.read().unwrap().desired(alias, t.id);
-    let live = t.live.lock().unwrap().get(alias).cloned();
-    let action = decide(desired.as_deref(), live.as_deref(), |d, l| t.provider.key_matches(d, l));
+    let (action, live) = match t.live.lock().unwrap().get(alias) {
+        Some(Live::Unknown) => (decide_unknown(desired.as_deref()), None),
+        l => {
+            let live = match l {
+                Some(Live::Key(k)) => Some(k.clone()),
+                _ => None,
+            };
+            (decide(desired.as_deref(), live.as_deref(), |d, l| t.provider.key_matches(d, l)), live)
+        }
+    };
     if t.mode == Mode::Observe {
         if action != Action::Noop {
             tracing::info!(target_name = %t.name, alias, action = action.label(), "observe mode: not writing");
@@ -397,7 +415,7 @@ async fn execute(t: &Target, alias: &str, action: &Action, live: Option<&str>) -
         }
         let mut l = t.live.lock().unwrap();
         match key {
-            Some(k) => l.insert(alias.into(), k.to_string()),
+            Some(k) => l.insert(alias.into(), Live::Key(k.to_string())),
             None => l.remove(alias),
         };
     };
