@@ -42,6 +42,10 @@ pub struct KafkaConfig {
     /// Partitions of the lease topic `<topic>.leases`; fixed once the topic exists.
     #[serde(default = "default_lease_partitions")]
     pub lease_partitions: i32,
+    /// This instance's static membership of the lease group (librdkafka `group.instance.id`): a restart
+    /// with the same id takes its leases back without a rebalance. Unset: the host name.
+    #[serde(default)]
+    pub instance_id: Option<String>,
     /// How long a dead instance keeps its targets (the lease group's session timeout).
     #[serde(default = "default_session_timeout_ms")]
     pub lease_session_timeout_ms: u32,
@@ -278,6 +282,30 @@ fn default_request_timeout() -> f64 {
     10.0
 }
 
+/// Kafka's rule for `group.instance.id` (as for topic names): 1-249 of [A-Za-z0-9._-].
+fn valid_instance_id(id: &str) -> bool {
+    (1..=249).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The host name, with anything Kafka would refuse in a `group.instance.id` replaced by `-`.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .take(249)
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .collect();
+    if id.is_empty() {
+        "aliassync".into()
+    } else {
+        id
+    }
+}
+
 /// A configuration problem: which key, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -317,6 +345,14 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let env: std::collections::HashMap<String, String> =
             env.into_iter().filter(|(k, _)| k.starts_with("ALIASSYNC__")).collect();
+        // The config crate reads `[N]` in an environment key or a top-level TOML key as an array index and fills
+        // the array up to N at once: `ALIASSYNC__X[99999999]` alone would take gigabytes. No key of ours is indexed.
+        let toml_keys: Vec<String> =
+            toml_text.parse::<toml::Table>().map(|t| t.keys().cloned().collect()).unwrap_or_default();
+        let indexed = env.keys().chain(&toml_keys).find(|k: &&String| k.contains('[') || k.contains(']'));
+        if let Some(k) = indexed {
+            return Err(ConfigError::Parse(format!("{k:?} is not a config key (no key has `[`)")));
+        }
         let built = config::Config::builder()
             .add_source(config::File::from_str(toml_text, config::FileFormat::Toml))
             .add_source(
@@ -343,6 +379,14 @@ impl Config {
         format!("{}.leases", self.kafka.topic)
     }
 
+    /// The lease group's `group.instance.id`: `kafka.instance_id`, else the host name (made valid for Kafka).
+    pub fn instance_id(&self) -> String {
+        match &self.kafka.instance_id {
+            Some(id) => id.clone(),
+            None => default_instance_id(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
         let mut bad = |key: &str, problem: &str, fix: &str| {
@@ -367,6 +411,15 @@ impl Config {
                 "keep the default 12 or set more than the instance count",
             );
         }
+        if let Some(id) = &self.kafka.instance_id {
+            if !valid_instance_id(id) {
+                bad(
+                    "kafka.instance_id",
+                    "must be 1-249 of [A-Za-z0-9._-]",
+                    "use one distinct id per instance, e.g. the host name, plus \"-2\" for a second instance on a host",
+                );
+            }
+        }
         if self.kafka.lease_session_timeout_ms < 6000 {
             bad(
                 "kafka.lease_session_timeout_ms",
@@ -379,13 +432,19 @@ impl Config {
         }
         for k in self.kafka.properties.keys() {
             // These are owned by aliassync: overriding them would break the global table or the leases.
-            if ["bootstrap.servers", "group.id", "enable.auto.commit", "partition.assignment.strategy"]
-                .contains(&k.as_str())
+            if [
+                "bootstrap.servers",
+                "group.id",
+                "group.instance.id",
+                "enable.auto.commit",
+                "partition.assignment.strategy",
+            ]
+            .contains(&k.as_str())
             {
                 bad(
                     &format!("kafka.properties.\"{k}\""),
                     "is set by aliassync itself",
-                    "remove it (use kafka.brokers / kafka.group_id)",
+                    "remove it (use kafka.brokers / kafka.group_id / kafka.instance_id)",
                 );
             }
             if k.contains("password") || k.contains("secret") || k.ends_with(".key.pem") {
@@ -566,5 +625,26 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[kafka]\nbrokers = \"k:9092\"\ntopic = \"t\"\n[ownership]\nmanaged_prefixes = [\"alias/app/\"]\n\
+                           [targets.a]\nprovider = \"aws\"\nregion = \"r\"\ncredentials = \"env:A\"\n";
+
+    /// fuzz config_load oom-b8e14f1b: the variable `ALIASSYNC__3.333[33333333]` made the config crate allocate an
+    /// array of 33,333,334 values (3.2 GB) before any validation; a TOML key `"x[N]"` did the same.
+    #[test]
+    fn fuzz_indexed_keys_are_refused_before_allocating() {
+        let env = [("ALIASSYNC__3.333[33333333]".to_string(), "!]=!".to_string())];
+        let e = Config::from_sources(MINIMAL, env).unwrap_err();
+        assert!(matches!(&e, ConfigError::Parse(m) if m.contains("3.333[33333333]")), "{e}");
+        let e = Config::from_sources(&format!("\"x[-99999999999]\" = 1\n{MINIMAL}"), []).unwrap_err();
+        assert!(matches!(&e, ConfigError::Parse(m) if m.contains("x[-99999999999]")), "{e}");
+        assert!(Config::from_sources(MINIMAL, []).is_ok());
     }
 }

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, ProviderKind};
+use crate::config::{Config, ConfigError, Problem, ProviderKind};
 use crate::desired::Store;
 use crate::event::{Decoder, TargetId};
 use crate::provider::alibaba::AlibabaKms;
@@ -20,7 +21,7 @@ use crate::provider::{KmsAliases, SharedCredentials};
 use crate::reconcile::governed::Governed;
 use crate::reconcile::{Engine, EngineConfig, TargetSpec};
 use crate::source::dead_letter::DeadLetters;
-use crate::source::leases::Leases;
+use crate::source::leases::{LeaseError, Leases};
 use crate::source::probe::{self, ProbeError};
 use crate::source::table::{Table, TableArgs};
 use crate::source::{admin, client_config, lease_partition_of_target};
@@ -32,6 +33,9 @@ pub enum RunError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Startup(String),
+    /// A critical task (reader, leases, ownership, dead letters) ended or panicked while the daemon ran.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Builds each target's provider, wrapped in its rate limits and instrumentation.
@@ -142,7 +146,7 @@ async fn run_inner(
     };
     notify::status("starting: connecting to Kafka");
     let dlq = DeadLetters::new(&base, &cfg.dead_letter_topic()).map_err(RunError::Startup)?;
-    let (sink, _sink_task) = dlq.failure_sink();
+    let (sink, sink_task) = dlq.failure_sink();
     let engine = Engine::new(
         specs,
         store.clone(),
@@ -157,8 +161,11 @@ async fn run_inner(
     );
     let (ready_tx, ready_rx) = watch::channel(false);
     let (shut_tx, shut_rx) = watch::channel(false);
+    // The endpoints stay up until the very end, so /readyz answers 503 (not a refused connection) while the
+    // daemon drains and closes its clients.
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let addr = cfg.metrics.listen.parse().expect("validated");
-    let http = crate::telemetry::http::serve(addr, engine.clone(), ready_rx.clone(), shut_rx.clone())
+    let http = crate::telemetry::http::serve(addr, engine.clone(), ready_rx.clone(), http_stop_rx)
         .await
         .map_err(|e| RunError::Startup(format!("metrics.listen {addr}: {e}")))?;
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), targets = names.len(), "aliassync starting");
@@ -166,17 +173,28 @@ async fn run_inner(
     // Topics the daemon owns; the broker may still be starting (or refusing us), so keep trying, and let
     // SIGTERM end the wait at any point. A TLS failure ends it too: no retry fixes an untrusted certificate.
     let mut delay = Duration::from_millis(500);
+    let (lease_topic, dead_letter_topic) = (cfg.lease_topic(), cfg.dead_letter_topic());
+    let mut topic_partitions = BTreeMap::new();
     let halted = loop {
         let attempt = async {
             probe::check(&base, &cfg.kafka.topic).await?;
-            admin::ensure_topic(&base, &cfg.lease_topic(), cfg.kafka.lease_partitions, &[])
-                .await
-                .map_err(ProbeError::Unavailable)?;
-            admin::ensure_topic(&base, &cfg.dead_letter_topic(), 1, &[]).await.map_err(ProbeError::Unavailable)
+            // Metadata first, creation only of what is missing: a principal without CREATE starts fine
+            // against topics made for it, and one that lacks it for a missing topic is told so at once.
+            let specs = [
+                admin::TopicSpec { name: &lease_topic, partitions: cfg.kafka.lease_partitions, configs: &[] },
+                admin::TopicSpec { name: &dead_letter_topic, partitions: 1, configs: &[] },
+            ];
+            admin::ensure_topics(&base, &specs).await.map_err(|e| match e {
+                admin::TopicError::NotAuthorized(m) => ProbeError::Fatal(m),
+                admin::TopicError::Unavailable(m) => ProbeError::Unavailable(m),
+            })
         };
         let stopped = tokio::select! {
             r = attempt => match r {
-                Ok(()) => break None,
+                Ok(found) => {
+                    topic_partitions = found;
+                    break None;
+                }
                 Err(ProbeError::Fatal(e)) => {
                     notify::status(&format!("failed: {e}"));
                     break Some(Err(RunError::Startup(e)));
@@ -201,6 +219,7 @@ async fn run_inner(
     };
     if let Some(result) = halted {
         shut_tx.send_replace(true);
+        http_stop_tx.send_replace(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         if let Some(w) = watchdog {
             w.abort();
@@ -211,10 +230,46 @@ async fn run_inner(
         return result;
     }
 
-    let leases = Leases::join(&base, &cfg.kafka.group_id, &cfg.lease_topic(), cfg.kafka.lease_session_timeout_ms)
-        .map_err(RunError::Startup)?;
-    let poller = leases.spawn_poller();
-    let lease_partitions = cfg.kafka.lease_partitions;
+    // Every instance hashes over the lease topic's real partition count: with the config's, targets hashing
+    // above the topic's count would never be owned. Adopted rather than fatal: the topic is what all instances
+    // share, and a stale config line on one host must not stop it.
+    let lease_partitions = match topic_partitions.get(&lease_topic) {
+        Some(&n) if n != cfg.kafka.lease_partitions => {
+            tracing::warn!(
+                key = "kafka.lease_partitions",
+                configured = cfg.kafka.lease_partitions,
+                topic = %lease_topic,
+                partitions = n,
+                "the lease topic exists with another partition count; using the topic's (set kafka.lease_partitions = {n} to silence this)"
+            );
+            n
+        }
+        Some(&n) => n,
+        None => cfg.kafka.lease_partitions,
+    };
+    let instance_id = cfg.instance_id();
+    tracing::info!(group = %cfg.kafka.group_id, %instance_id, lease_partitions, "joining the lease group (static membership)");
+    let leases =
+        Leases::join(&base, &cfg.kafka.group_id, &instance_id, &lease_topic, cfg.kafka.lease_session_timeout_ms)
+            .map_err(RunError::Startup)?;
+    // Every task the daemon cannot run without reports its end here; any end before shutdown is a failure.
+    let (ends_tx, mut ends) = mpsc::unbounded_channel::<TaskEnd>();
+    let (group, fenced_id) = (cfg.kafka.group_id.clone(), instance_id.clone());
+    let poller = supervise("lease consumer", leases.spawn_poller(), &ends_tx, move |r| match r {
+        Ok(()) => None,
+        Err(LeaseError::Fenced { reason, .. }) => Some(RunError::Config(ConfigError::Invalid(vec![Problem {
+            key: "kafka.instance_id".into(),
+            problem: format!(
+                "{fenced_id:?} is in use by another instance of lease group {group}, and Kafka fenced this one \
+                 out (FENCED_INSTANCE_ID: {reason})"
+            ),
+            fix: "give every instance its own kafka.instance_id (ALIASSYNC__KAFKA__INSTANCE_ID), e.g. the host \
+                  name plus \"-2\" for a second instance on one host"
+                .into(),
+        }]))),
+        Err(e) => Some(RunError::Failed(e.to_string())),
+    });
+    let sink_task = supervise("dead-letter sink", sink_task, &ends_tx, |()| None);
     let target_partition: Vec<i32> = names.iter().map(|n| lease_partition_of_target(n, lease_partitions)).collect();
     let mut owned_rx = leases.owned.clone();
     let eng = engine.clone();
@@ -240,6 +295,7 @@ async fn run_inner(
             }
         }
     });
+    let owner_task = supervise("ownership", owner_task, &ends_tx, |()| None);
     engine.start();
 
     let total = names.len();
@@ -256,11 +312,15 @@ async fn run_inner(
             dlq: dlq.clone(),
             lease_partitions,
             leases: leases.owned.clone(),
-            ready: ready_tx,
+            ready: ready_tx.clone(),
         },
     )
     .map_err(RunError::Startup)?;
-    let mut table_task = tokio::spawn(table.run(shut_rx.clone()));
+    let mut table = table;
+    let duty_task = table.take_duty_task().map(|t| supervise("dead-letter duty", t, &ends_tx, |()| None));
+    let mut table_task =
+        supervise("desired-topic reader", tokio::spawn(table.run(shut_rx.clone())), &ends_tx, |()| None);
+    drop(ends_tx);
     notify::status(&format!("starting: rebuilding the desired state from {}", cfg.kafka.topic));
 
     // READY=1 once the desired state is rebuilt (the table flips `ready`).
@@ -275,6 +335,7 @@ async fn run_inner(
     };
     let reload_task = reload.map(|(reloader, mut hangup)| {
         let (ready, store, oc) = (ready_rx.clone(), store.clone(), owned_count.clone());
+        let eng = engine.clone();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 // RELOADING=1 … READY=1 only once started: a READY=1 before that would end start-up early.
@@ -283,6 +344,8 @@ async fn run_inner(
                     notify::reloading();
                 }
                 let summary = reloader.reload();
+                // New credentials may be what a paused target waits for: probe now, not at its next backoff.
+                eng.probe_paused();
                 if started {
                     let n = store.read().map(|s| s.len()).unwrap_or(0);
                     notify::ready(&format!("{}; {summary}", status_line(n, oc.load(Ordering::Relaxed), total)));
@@ -291,9 +354,22 @@ async fn run_inner(
         })
     });
 
-    stop.await;
+    // One shutdown path, for SIGTERM/SIGINT and for a critical task's end alike.
+    let failure = tokio::select! {
+        () = &mut stop => None,
+        end = ends.recv() => Some(end.map_or_else(|| RunError::Failed("every critical task ended".into()), TaskEnd::into_error)),
+    };
     let drain = Duration::from_secs(cfg.reconcile.drain_timeout_seconds);
-    notify::stopping("stopping: draining in-flight reconciles");
+    // Not ready from now on: /readyz answers 503 while the daemon drains.
+    ready_tx.send_replace(false);
+    if let Some(e) = &failure {
+        // The exit is non-zero so that systemd restarts the daemon (78 for a configuration problem, which a
+        // restart would not fix).
+        tracing::error!(error = %e, "a critical task stopped; shutting down");
+        notify::stopping(&format!("failed: {e}"));
+    } else {
+        notify::stopping("stopping: draining in-flight reconciles");
+    }
     tracing::info!(drain_timeout_seconds = drain.as_secs(), "shutting down: draining in-flight reconciles");
     if let Some(t) = reload_task {
         t.abort();
@@ -308,16 +384,86 @@ async fn run_inner(
     };
     tokio::join!(table_stop, engine.shutdown(drain));
     owner_task.abort();
-    // Leaving the group hands the targets to another instance at once (not after the session timeout).
-    if tokio::time::timeout(Duration::from_secs(10), leases.leave(poller)).await.is_err() {
-        tracing::warn!("leaving the lease group timed out; the group drops this member after its session timeout");
+    if let Some(t) = duty_task {
+        t.abort();
     }
+    sink_task.abort();
+    // A static member sends no LeaveGroup: its targets stay leased to this instance id until the session
+    // timeout, so a restart within it resumes them without a rebalance (see source/leases.rs).
+    if tokio::time::timeout(Duration::from_secs(10), leases.leave(poller)).await.is_err() {
+        tracing::warn!("closing the lease consumer timed out");
+    }
+    http_stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     if let Some(w) = watchdog {
         w.abort();
     }
-    tracing::info!("stopped");
-    Ok(())
+    match failure {
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Some(e) => {
+            tracing::error!(error = %e, "stopped after a failure");
+            Err(e)
+        }
+    }
+}
+
+/// How a supervised task ended: which task, and the error the daemon exits with.
+struct TaskEnd {
+    task: &'static str,
+    error: Option<RunError>,
+    panic: Option<String>,
+}
+
+impl TaskEnd {
+    fn into_error(self) -> RunError {
+        match (self.error, self.panic) {
+            (Some(e), _) => e,
+            (None, Some(p)) => RunError::Failed(format!("the {} task panicked: {p}", self.task)),
+            (None, None) => RunError::Failed(format!("the {} task ended", self.task)),
+        }
+    }
+}
+
+/// Aborts the watched task when its watcher is aborted or dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches `inner`, a task that should run until shutdown: its end (a return, judged by `verdict`, or a panic)
+/// is reported on `ends`. Aborting the returned handle aborts `inner` and reports nothing.
+fn supervise<T: Send + 'static>(
+    task: &'static str,
+    inner: JoinHandle<T>,
+    ends: &mpsc::UnboundedSender<TaskEnd>,
+    verdict: impl FnOnce(T) -> Option<RunError> + Send + 'static,
+) -> JoinHandle<()> {
+    let ends = ends.clone();
+    // Owned by the future from the start: a watcher aborted before its first poll still aborts `inner`.
+    let guard = AbortOnDrop(inner.abort_handle());
+    tokio::spawn(async move {
+        let _guard = guard;
+        let end = match inner.await {
+            Ok(v) => TaskEnd { task, error: verdict(v), panic: None },
+            Err(e) if e.is_panic() => {
+                let p = e.into_panic();
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                TaskEnd { task, error: None, panic: Some(msg) }
+            }
+            Err(_) => return, // cancelled: shutdown
+        };
+        let _ = ends.send(end);
+    })
 }
 
 /// Registers the SIGTERM and SIGINT handlers now (so neither kills the process during start-up) and resolves
@@ -468,6 +614,33 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_supervised_task_that_panics_or_returns_is_reported_and_an_aborted_one_is_not() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _p = supervise("panicky", tokio::spawn(async { panic!("boom") }), &tx, |()| None);
+        let end = rx.recv().await.unwrap().into_error().to_string();
+        assert_eq!(end, "the panicky task panicked: boom");
+        let _r = supervise("quitter", tokio::spawn(async {}), &tx, |()| None);
+        assert_eq!(rx.recv().await.unwrap().into_error().to_string(), "the quitter task ended");
+        let _e = supervise("failing", tokio::spawn(async { 7 }), &tx, |v| Some(RunError::Failed(format!("code {v}"))));
+        assert_eq!(rx.recv().await.unwrap().into_error().to_string(), "code 7");
+        // Aborting the watcher aborts the task (shutdown), and nothing is reported.
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let w = supervise(
+            "forever",
+            tokio::spawn(async move {
+                let _keep = dropped_tx;
+                std::future::pending::<()>().await
+            }),
+            &tx,
+            |()| None,
+        );
+        w.abort();
+        assert!(dropped_rx.await.is_err(), "the watched task was aborted");
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+    }
 
     fn cfg(level: &str, brokers: &str, target_extra: &str, more_targets: &str) -> Config {
         let toml = format!(

@@ -50,6 +50,7 @@ KNOWN = {
     "aliassync_ready", "aliassync_reconcile_total", "aliassync_provider_requests_total",
     "aliassync_queue_depth", "aliassync_target_lag_events", "aliassync_target_lag_seconds",
     "aliassync_owned_targets", "aliassync_build_info", "aliassync_rate_limit_per_second",
+    "aliassync_target_paused",
 } | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 # Panels the dashboard must have, by the metric they show.
 REQUIRED = {

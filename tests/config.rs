@@ -165,3 +165,21 @@ fn huawei_and_provider_specific_keys_are_validated() {
     let e = problems(&text.replace("project_id =", "alias_prefix = \"drop\"\nproject_id ="), &[]);
     assert!(e.contains("drop") && e.contains("targets.hw-cn4.alias_prefix"), "{e}");
 }
+
+#[test]
+fn instance_id_defaults_to_the_host_name_and_is_validated() {
+    let c = load(BASE, &[]).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(c.instance_id(), host.trim(), "the host name is the default static member id");
+    // Two instances on one host: each sets its own.
+    let c = load(BASE, &[("ALIASSYNC__KAFKA__INSTANCE_ID", "ops-1-b")]).unwrap();
+    assert_eq!(c.instance_id(), "ops-1-b");
+    for bad in ["", "has space", "slash/y", &"x".repeat(250)] {
+        let text = BASE.replace("[kafka]\n", &format!("[kafka]\ninstance_id = \"{bad}\"\n"));
+        let p = problems(&text, &[]);
+        assert!(p.contains("`kafka.instance_id`: must be 1-249 of [A-Za-z0-9._-]"), "{bad:?}: {p}");
+    }
+    // aliassync sets group.instance.id itself.
+    let text = BASE.replace("[kafka]\n", "[kafka.properties]\n\"group.instance.id\" = \"x\"\n[kafka]\n");
+    assert!(problems(&text, &[]).contains("group.instance.id"), "{}", problems(&text, &[]));
+}

@@ -27,6 +27,8 @@ struct FakeState {
     list_delay: Duration,
     /// Writes hang this long, then time out (transient).
     hang_writes: Option<Duration>,
+    /// Every call (listings and reads too) fails with this: refused credentials.
+    refuse: Option<ErrorClass>,
 }
 
 #[derive(Default, Clone)]
@@ -57,6 +59,9 @@ impl Fake {
         s.calls.push((op.into(), alias.into()));
         if s.down {
             return Err(err(ErrorClass::Transient, "ServiceUnavailable"));
+        }
+        if let Some(c) = s.refuse {
+            return Err(err(c, "ExpiredTokenException"));
         }
         if let Some(c) = s.fail_writes {
             return Err(err(c, "Injected"));
@@ -90,6 +95,9 @@ impl KmsAliases for Fake {
             if s.down {
                 return Err(err(ErrorClass::Transient, "ServiceUnavailable"));
             }
+            if let Some(c) = s.refuse {
+                return Err(err(c, "ExpiredTokenException"));
+            }
             let l: Vec<LiveAlias> = s
                 .aliases
                 .iter()
@@ -106,6 +114,9 @@ impl KmsAliases for Fake {
         s.calls.push(("get".into(), alias.into()));
         if s.down {
             return Err(err(ErrorClass::Transient, "ServiceUnavailable"));
+        }
+        if let Some(c) = s.refuse {
+            return Err(err(c, "ExpiredTokenException"));
         }
         Ok(s.aliases.get(alias).cloned())
     }
@@ -611,4 +622,104 @@ async fn a_target_that_was_down_converges_within_30s_of_returning() {
         assert!(took <= Duration::from_secs(30), "down {minutes} min: converged {took:?} after the cloud returned");
         r.engine.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+/// Issue 9 (item 5): 30 s of refused credentials (ExpiredTokenException), or access denied by the
+/// principal's policy, pause the whole target: no dead letters, `aliassync_target_paused` set, no writes;
+/// a probe with backoff resumes it once the cloud accepts, and it converges within 30 s of that.
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_pause_the_target_and_a_probe_resumes_it() {
+    use aliassync::provider::AuthFailure;
+    for (refusal, reason) in [
+        (ErrorClass::Unauthenticated(AuthFailure::Expired), "credentials_expired"),
+        (ErrorClass::AccessDenied, "access_denied"),
+    ] {
+        let o =
+            Opts { backoff_min: Duration::from_millis(200), backoff_max: Duration::from_secs(60), ..Opts::default() };
+        let name = format!("pause-{reason}-");
+        let r = rig_opts(&name, 1, 5.0, &[], &[], Duration::from_secs(3600), o);
+        let t = format!("{name}0");
+        r.own_all();
+        r.engine.set_rebuilt();
+        r.settle().await;
+        assert_eq!(gauge("aliassync_target_paused", &[("target", &t), ("reason", reason)]), 0.0);
+        r.fakes[0].0.lock().unwrap().refuse = Some(refusal);
+        for i in 0..10 {
+            r.apply(&format!("alias/app/p{i}"), 1, &[(0, K1)]);
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(r.sink.0.lock().unwrap().is_empty(), "{reason}: dead-lettered {:?}", r.sink.0.lock().unwrap());
+        assert_eq!(gauge("aliassync_target_paused", &[("target", &t), ("reason", reason)]), 1.0, "{reason}");
+        assert_eq!(r.engine.status()[0].paused, Some(reason));
+        assert_eq!(r.engine.status()[0].queue_depth, 10, "every alias waits");
+        // Paused: the probe's listings only, backing off (1 s doubling), not a write per alias and retry.
+        let writes = r.fakes[0].calls("create");
+        assert!(writes <= 4, "{reason}: {writes} writes while paused");
+        let probes = r.fakes[0].calls("list") - 1;
+        assert!((2..=8).contains(&probes), "{reason}: {probes} probes in 30 s");
+        r.fakes[0].0.lock().unwrap().refuse = None;
+        let back = tokio::time::Instant::now();
+        while r.fakes[0].0.lock().unwrap().aliases.len() < 10 {
+            assert!(back.elapsed() < Duration::from_secs(120), "{reason}: never converged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = back.elapsed();
+        eprintln!("{reason}: converged {:.1} s after the cloud accepted again", took.as_secs_f64());
+        assert!(took <= Duration::from_secs(30), "{reason}: converged {took:?} after the cloud accepted");
+        assert_eq!(gauge("aliassync_target_paused", &[("target", &t), ("reason", reason)]), 0.0);
+        assert_eq!(r.engine.status()[0].paused, None);
+        assert!(r.sink.0.lock().unwrap().is_empty());
+        r.engine.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+/// Access denied for one key (a key policy) while a listing is allowed: that alias is dead-lettered, the
+/// target is not paused and the others converge.
+#[tokio::test(start_paused = true)]
+async fn access_denied_by_one_keys_policy_dead_letters_that_alias_only() {
+    let r = rig("keydenied", 1, 1000.0, &[]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    r.fakes[0].0.lock().unwrap().fail_writes = Some(ErrorClass::AccessDenied);
+    r.apply("alias/app/denied", 1, &[(0, K1)]);
+    r.settle().await;
+    r.fakes[0].0.lock().unwrap().fail_writes = None;
+    r.apply("alias/app/fine", 1, &[(0, K1)]);
+    r.settle().await;
+    let f = r.sink.0.lock().unwrap().clone();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].alias, "alias/app/denied");
+    assert_eq!(r.engine.status()[0].paused, None);
+    assert_eq!(gauge("aliassync_target_paused", &[("target", "keydenied0")]), 0.0);
+    assert_eq!(r.fakes[0].get("alias/app/fine").as_deref(), Some(K1));
+}
+
+/// SIGHUP reloads credentials and then calls `probe_paused`: a paused target probes at once instead of
+/// waiting out its probe backoff (here grown to 10-20 s).
+#[tokio::test(start_paused = true)]
+async fn probe_now_resumes_a_paused_target_at_once() {
+    let o = Opts { backoff_min: Duration::from_millis(200), backoff_max: Duration::from_secs(60), ..Opts::default() };
+    let r = rig_opts("probenow", 1, 1000.0, &[], &[], Duration::from_secs(3600), o);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    r.fakes[0].0.lock().unwrap().refuse = Some(ErrorClass::Unauthenticated(aliassync::provider::AuthFailure::Invalid));
+    for i in 0..5 {
+        r.apply(&format!("alias/app/n{i}"), 1, &[(0, K1)]);
+    }
+    // Long enough for the probe backoff to reach its ceiling.
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert_eq!(r.engine.status()[0].paused, Some("credentials_invalid"));
+    r.fakes[0].0.lock().unwrap().refuse = None;
+    let back = tokio::time::Instant::now();
+    r.engine.probe_paused();
+    while r.fakes[0].0.lock().unwrap().aliases.len() < 5 {
+        assert!(back.elapsed() < Duration::from_secs(60), "never converged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = back.elapsed();
+    eprintln!("probe now: converged {:.2} s after the SIGHUP-equivalent probe", took.as_secs_f64());
+    assert!(took < Duration::from_secs(1), "probed at once: {took:?}");
+    assert!(r.sink.0.lock().unwrap().is_empty());
 }

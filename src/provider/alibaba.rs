@@ -141,17 +141,14 @@ impl AlibabaKms {
 
     /// DescribeKey. `key_id` may be a key id, an alias name or an ARN.
     pub async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata, ProviderError> {
-        let v = self.call("DescribeKey", &[("KeyId", key_id)]).await?;
-        let meta = v.get("KeyMetadata").cloned().ok_or_else(|| invalid_response("DescribeKey: no KeyMetadata"))?;
-        serde_json::from_value(meta).map_err(|e| invalid_response(format!("DescribeKey: {e}")))
+        parse_key_metadata(self.call("DescribeKey", &[("KeyId", key_id)]).await?)
     }
 
     /// One ListAliases page (1-based).
     async fn list_page(&self, page_number: u64) -> Result<ListPage, ProviderError> {
         super::before_page().await;
         let (page, size) = (page_number.to_string(), LIST_PAGE_SIZE.to_string());
-        let v = self.call("ListAliases", &[("PageNumber", &page), ("PageSize", &size)]).await?;
-        serde_json::from_value(v).map_err(|e| invalid_response(format!("ListAliases: {e}")))
+        parse_list_page(self.call("ListAliases", &[("PageNumber", &page), ("PageSize", &size)]).await?)
     }
 }
 
@@ -262,6 +259,7 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>, Option<Stri
 /// its own snake_case label (open families such as `Throttling*` share one); unknown codes are `other`, or
 /// decided by the HTTP status when there is no code at all. A known code wins over the status.
 pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+    use super::AuthFailure;
     use ErrorClass::*;
     let known = match code.unwrap_or("") {
         // 429, "QPS Limit Exceeded" (performance-data page); retryable with backoff.
@@ -287,11 +285,25 @@ pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static
         "Rejected.StateModifiedFailed" => Some((InvalidState, "rejected_state_modified_failed")),
         "InvalidParameter" => Some((Permanent, "invalid_parameter")),
         "MissingParameter" => Some((Permanent, "missing_parameter")),
-        "Forbidden.NoPermission" => Some((Permanent, "forbidden_no_permission")),
-        "InvalidAccessKeyId.NotFound" => Some((Permanent, "invalid_access_key_id_not_found")),
-        "IncompleteSignature" => Some((Permanent, "incomplete_signature")),
-        "SignatureDoesNotMatch" => Some((Permanent, "signature_does_not_match")),
-        "IllegalTimestamp" => Some((Permanent, "illegal_timestamp")),
+        // The RAM policy (whole target) or a key policy (one alias): the reconcile policy tells them apart.
+        "Forbidden.NoPermission" => Some((AccessDenied, "forbidden_no_permission")),
+        "Forbidden.RAM" => Some((AccessDenied, "forbidden_ram")),
+        // Credentials refused: every call of the target fails alike, so the target pauses (DESIGN §2.8).
+        "InvalidAccessKeyId.NotFound" => {
+            Some((Unauthenticated(AuthFailure::Invalid), "invalid_access_key_id_not_found"))
+        }
+        "InvalidAccessKeyId.Inactive" => {
+            Some((Unauthenticated(AuthFailure::Invalid), "invalid_access_key_id_inactive"))
+        }
+        "InvalidSecurityToken.Expired" => {
+            Some((Unauthenticated(AuthFailure::Expired), "invalid_security_token_expired"))
+        }
+        "InvalidSecurityToken.Malformed" | "InvalidSecurityToken.MismatchWithAccessKey" => {
+            Some((Unauthenticated(AuthFailure::Invalid), "invalid_security_token"))
+        }
+        "IncompleteSignature" => Some((Unauthenticated(AuthFailure::Signature), "incomplete_signature")),
+        "SignatureDoesNotMatch" => Some((Unauthenticated(AuthFailure::Signature), "signature_does_not_match")),
+        "IllegalTimestamp" => Some((Unauthenticated(AuthFailure::ClockSkew), "illegal_timestamp")),
         // A resource quota (e.g. aliases per region), not a rate: do not retry.
         "Rejected.LimitExceeded" => Some((Permanent, "rejected_limit_exceeded")),
         _ => None,
@@ -326,6 +338,16 @@ pub(crate) struct AliasEntry {
     pub(crate) alias_name: String,
     #[serde(default)]
     pub(crate) key_id: Option<String>,
+}
+
+pub(crate) fn parse_list_page(v: Value) -> Result<ListPage, ProviderError> {
+    serde_json::from_value(v).map_err(|e| phttp::shape_error("ListAliases", &e))
+}
+
+/// The `KeyMetadata` of a DescribeKey response.
+pub(crate) fn parse_key_metadata(v: Value) -> Result<KeyMetadata, ProviderError> {
+    let meta = v.get("KeyMetadata").cloned().ok_or_else(|| invalid_response("DescribeKey: no KeyMetadata"))?;
+    serde_json::from_value(meta).map_err(|e| phttp::shape_error("DescribeKey", &e))
 }
 
 /// A count as a JSON number or a numeric string.
@@ -402,6 +424,7 @@ mod tests {
 
     #[test]
     fn classification_table() {
+        use crate::provider::AuthFailure;
         use ErrorClass::*;
         let cases: &[(&str, u16, ErrorClass, &str)] = &[
             ("Rejected.Throttling", 429, Throttled, "rejected_throttling"),
@@ -424,11 +447,23 @@ mod tests {
             ("Rejected.StateModifiedFailed", 409, InvalidState, "rejected_state_modified_failed"),
             ("InvalidParameter", 400, Permanent, "invalid_parameter"),
             ("MissingParameter", 400, Permanent, "missing_parameter"),
-            ("Forbidden.NoPermission", 403, Permanent, "forbidden_no_permission"),
-            ("InvalidAccessKeyId.NotFound", 404, Permanent, "invalid_access_key_id_not_found"),
-            ("IncompleteSignature", 400, Permanent, "incomplete_signature"),
-            ("SignatureDoesNotMatch", 400, Permanent, "signature_does_not_match"),
-            ("IllegalTimestamp", 400, Permanent, "illegal_timestamp"),
+            ("Forbidden.NoPermission", 403, AccessDenied, "forbidden_no_permission"),
+            ("Forbidden.RAM", 403, AccessDenied, "forbidden_ram"),
+            (
+                "InvalidAccessKeyId.NotFound",
+                404,
+                Unauthenticated(AuthFailure::Invalid),
+                "invalid_access_key_id_not_found",
+            ),
+            (
+                "InvalidSecurityToken.Expired",
+                400,
+                Unauthenticated(AuthFailure::Expired),
+                "invalid_security_token_expired",
+            ),
+            ("IncompleteSignature", 400, Unauthenticated(AuthFailure::Signature), "incomplete_signature"),
+            ("SignatureDoesNotMatch", 400, Unauthenticated(AuthFailure::Signature), "signature_does_not_match"),
+            ("IllegalTimestamp", 400, Unauthenticated(AuthFailure::ClockSkew), "illegal_timestamp"),
             ("Rejected.LimitExceeded", 400, Permanent, "rejected_limit_exceeded"),
             // Unknown codes: the status decides the class, the label stays bounded.
             ("SomethingNew", 400, Permanent, "other"),
@@ -436,7 +471,7 @@ mod tests {
             ("SomethingNew", 500, Transient, "http_5xx"),
             ("SomethingNew", 429, Throttled, "throttling"),
             // A known permanent code wins over a 5xx status.
-            ("Forbidden.NoPermission", 503, Permanent, "forbidden_no_permission"),
+            ("Forbidden.NoPermission", 503, AccessDenied, "forbidden_no_permission"),
         ];
         assert_classification(classify, cases);
     }
@@ -455,7 +490,11 @@ mod tests {
         let e = err(400, r#"{"HttpStatus":400,"Code":"IllegalTimestamp","Message":"bad ts","RequestId":"e85d"}"#);
         assert_eq!(
             (e.class, e.code.as_str(), e.message.as_str()),
-            (ErrorClass::Permanent, "IllegalTimestamp", "bad ts (RequestId e85d)")
+            (
+                ErrorClass::Unauthenticated(crate::provider::AuthFailure::ClockSkew),
+                "IllegalTimestamp",
+                "bad ts (RequestId e85d)"
+            )
         );
         let e = err(429, r#"{"Code":"Rejected.Throttling","Message":"QPS Limit Exceeded"}"#);
         assert_eq!((e.class, e.message.as_str()), (ErrorClass::Throttled, "QPS Limit Exceeded"));
@@ -490,6 +529,17 @@ mod tests {
         let e = parse_error(400, body.to_string().as_bytes(), &[SK, "STSTOKEN", ""]);
         assert!(!e.message.contains(SK) && !e.message.contains("STSTOKEN"), "{}", e.message);
         assert_eq!(e.label, "signature_does_not_match");
+    }
+
+    /// The shape errors of huawei's fuzz finding (crash-5918d442), here: a wrong-typed field must not carry
+    /// an echoed secret into the message.
+    #[test]
+    fn shape_errors_do_not_echo_response_values() {
+        let e = parse_list_page(json!({"TotalCount": 1, "Aliases": {"Alias": "tok STSTOKEN"}})).err().unwrap();
+        assert_eq!(e.label, "invalid_response");
+        assert!(!e.message.contains("STSTOKEN"), "{}", e.message);
+        let e = parse_key_metadata(json!({"KeyMetadata": {"KeyId": "k", "KeyState": ["STSTOKEN"]}})).unwrap_err();
+        assert!(!e.message.contains("STSTOKEN"), "{}", e.message);
     }
 
     #[test]
@@ -742,7 +792,10 @@ mod tests {
         let bad = Credentials { secret_access_key: Secret::new("not-the-secret"), ..creds(None) };
         let k = AlibabaKms::new("cn-hangzhou", Some(&url), bad, Duration::from_secs(5)).unwrap();
         let e = k.delete_alias("alias/app/x", None).await.unwrap_err();
-        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "signature_does_not_match"));
+        assert_eq!(
+            (e.class, e.label),
+            (ErrorClass::Unauthenticated(crate::provider::AuthFailure::Signature), "signature_does_not_match")
+        );
         kms(&url).delete_alias("alias/app/x", None).await.unwrap();
     }
 
@@ -757,7 +810,10 @@ mod tests {
         let e = k.call("ListAliases", &[]).await.unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("STSTOK") && !shown.contains(SK), "{shown}");
-        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "incomplete_signature"));
+        assert_eq!(
+            (e.class, e.label),
+            (ErrorClass::Unauthenticated(crate::provider::AuthFailure::Signature), "incomplete_signature")
+        );
         let log = log.lock().unwrap();
         assert_eq!(log[0].header(SECURITY_TOKEN_HEADER), Some("STSTOK"));
         assert!(log[0].header("authorization").unwrap().contains("x-acs-security-token"));

@@ -130,8 +130,7 @@ impl AwsKms {
         if let Some(m) = marker {
             req["Marker"] = json!(m);
         }
-        let v = self.call("ListAliases", &req).await?;
-        serde_json::from_value(v).map_err(|e| invalid_response(format!("ListAliases: {e}")))
+        parse_list_page(self.call("ListAliases", &req).await?)
     }
 }
 
@@ -295,6 +294,7 @@ fn sanitize_code(raw: &str) -> &str {
 /// The one place an AWS error becomes an [`ErrorClass`] and a bounded metric label. The code decides
 /// when it is known; otherwise the HTTP status does.
 pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+    use super::AuthFailure;
     use ErrorClass::*;
     let known = match code.unwrap_or("") {
         "ThrottlingException"
@@ -319,20 +319,23 @@ pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static
         | "SerializationException"
         | "MissingParameter"
         | "InvalidParameterValue" => Some((Permanent, "validation")),
-        "AccessDeniedException" | "AccessDenied" | "NotAuthorizedException" => Some((Permanent, "access_denied")),
+        // The principal's policy (whole target) or a key policy (one alias): the reconcile policy tells them apart.
+        "AccessDeniedException" | "AccessDenied" => Some((AccessDenied, "access_denied")),
+        // KMS's answer for AWS-managed aliases (alias/aws/…): about the alias, never the target.
+        "NotAuthorizedException" => Some((Permanent, "access_denied")),
         // In KMS this is a resource quota (e.g. aliases per key), not a rate limit: do not retry.
         "LimitExceededException" => Some((Permanent, "limit_exceeded")),
+        // Credentials refused: every call of the target fails alike, so the target pauses (DESIGN §2.8).
+        "ExpiredTokenException" | "ExpiredToken" => Some((Unauthenticated(AuthFailure::Expired), "auth")),
+        "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "MissingAuthenticationToken"
+        | "MissingAuthenticationTokenException" => Some((Unauthenticated(AuthFailure::Invalid), "auth")),
         "SignatureDoesNotMatch"
         | "InvalidSignatureException"
         | "IncompleteSignature"
-        | "IncompleteSignatureException"
-        | "InvalidClientTokenId"
-        | "UnrecognizedClientException"
-        | "ExpiredTokenException"
-        | "ExpiredToken"
-        | "RequestExpired"
-        | "MissingAuthenticationToken"
-        | "MissingAuthenticationTokenException" => Some((Permanent, "auth")),
+        | "IncompleteSignatureException" => Some((Unauthenticated(AuthFailure::Signature), "auth")),
+        "RequestExpired" => Some((Unauthenticated(AuthFailure::ClockSkew), "auth")),
         _ => None,
     };
     known.unwrap_or_else(|| phttp::status_class(status, code.is_some()))
@@ -356,6 +359,10 @@ pub(crate) struct AliasEntry {
     pub(crate) alias_name: String,
     /// Predefined AWS aliases may have no key yet.
     pub(crate) target_key_id: Option<String>,
+}
+
+pub(crate) fn parse_list_page(v: Value) -> Result<ListPage, ProviderError> {
+    serde_json::from_value(v).map_err(|e| phttp::shape_error("ListAliases", &e))
 }
 
 /// Whether a listed alias belongs to us: never an AWS-managed one, and under one of `prefixes`.
@@ -533,6 +540,16 @@ mod tests {
         parse_error(status, &map, body.as_bytes(), &[])
     }
 
+    /// The shape errors of huawei's fuzz finding (crash-5918d442), here: a wrong-typed field must not carry
+    /// an echoed secret into the message.
+    #[test]
+    fn list_page_shape_error_does_not_echo_response_values() {
+        let e =
+            parse_list_page(json!({"Aliases": [], "NextMarker": {"x": 1}, "Truncated": "SESSIONTOK"})).err().unwrap();
+        assert_eq!(e.label, "invalid_response");
+        assert!(!e.message.contains("SESSIONTOK") && e.message.contains("ListAliases"), "{}", e.message);
+    }
+
     #[test]
     fn error_from_header_only() {
         let e = err(400, &[("X-Amzn-ErrorType", "ThrottlingException:http://internal.amazon.com/coral/")], "");
@@ -577,7 +594,10 @@ mod tests {
                     <Message>The request signature we calculated does not match &amp; so on</Message></Error></Errors>\
                     <RequestId>7a62c49f</RequestId></ErrorResponse>";
         let e = err(403, &[("Content-Type", "text/xml")], body);
-        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Permanent, "SignatureDoesNotMatch", "auth"));
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Unauthenticated(crate::provider::AuthFailure::Signature), "SignatureDoesNotMatch", "auth")
+        );
         assert_eq!(e.message, "The request signature we calculated does not match & so on");
     }
 
@@ -618,6 +638,7 @@ mod tests {
 
     #[test]
     fn classification_table() {
+        use crate::provider::AuthFailure;
         use ErrorClass::*;
         let cases: &[(&str, u16, ErrorClass, &str)] = &[
             ("ThrottlingException", 400, Throttled, "throttling"),
@@ -634,20 +655,22 @@ mod tests {
             ("ValidationException", 400, Permanent, "validation"),
             ("InvalidAliasNameException", 400, Permanent, "validation"),
             ("InvalidArnException", 400, Permanent, "validation"),
-            ("AccessDeniedException", 400, Permanent, "access_denied"),
+            ("AccessDeniedException", 400, AccessDenied, "access_denied"),
             ("NotAuthorizedException", 400, Permanent, "access_denied"),
             ("LimitExceededException", 400, Permanent, "limit_exceeded"),
-            ("SignatureDoesNotMatch", 403, Permanent, "auth"),
-            ("InvalidClientTokenId", 403, Permanent, "auth"),
-            ("UnrecognizedClientException", 400, Permanent, "auth"),
-            ("IncompleteSignature", 400, Permanent, "auth"),
-            ("ExpiredTokenException", 400, Permanent, "auth"),
+            ("SignatureDoesNotMatch", 403, Unauthenticated(AuthFailure::Signature), "auth"),
+            ("InvalidSignatureException", 400, Unauthenticated(AuthFailure::Signature), "auth"),
+            ("InvalidClientTokenId", 403, Unauthenticated(AuthFailure::Invalid), "auth"),
+            ("UnrecognizedClientException", 400, Unauthenticated(AuthFailure::Invalid), "auth"),
+            ("IncompleteSignature", 400, Unauthenticated(AuthFailure::Signature), "auth"),
+            ("ExpiredTokenException", 400, Unauthenticated(AuthFailure::Expired), "auth"),
+            ("RequestExpired", 400, Unauthenticated(AuthFailure::ClockSkew), "auth"),
             // Unknown codes: the status decides the class, the label stays bounded.
             ("SomethingNew", 400, Permanent, "other"),
             ("SomethingNew", 500, Transient, "http_5xx"),
             ("SomethingNew", 429, Throttled, "throttling"),
             // A known permanent code wins over a 5xx status.
-            ("AccessDeniedException", 503, Permanent, "access_denied"),
+            ("AccessDeniedException", 503, AccessDenied, "access_denied"),
         ];
         assert_classification(classify, cases);
     }
@@ -832,7 +855,7 @@ mod tests {
         let e = k.call("ListAliases", &json!({})).await.unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("SESSIONTOK") && !shown.contains("wJalrXUtnFEMI"), "{shown}");
-        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "auth"));
+        assert_eq!((e.class, e.label), (ErrorClass::Unauthenticated(crate::provider::AuthFailure::Signature), "auth"));
         let log = log.lock().unwrap();
         assert_eq!(log[0].header("x-amz-security-token"), Some("SESSIONTOK"));
         assert!(log[0].header("authorization").unwrap().contains("x-amz-security-token"));

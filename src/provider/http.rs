@@ -68,6 +68,35 @@ pub fn invalid_response(message: impl Into<String>) -> ProviderError {
     ProviderError::new(ErrorClass::Transient, "InvalidResponse", "invalid_response", message)
 }
 
+/// A JSON response of the wrong shape. serde's message names the field and what was expected, but also quotes
+/// the string it got, and a body can echo request parts (a session token, a signature) that no message may show:
+/// quoted strings are dropped.
+pub fn shape_error(what: &str, e: &serde_json::Error) -> ProviderError {
+    invalid_response(format!("{what}: {}", drop_quoted(&e.to_string())))
+}
+
+/// Every double-quoted (Debug-escaped, as serde quotes values) string in `msg` emptied to `"…"`.
+fn drop_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut chars = msg.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            out.push_str("…\"");
+        }
+    }
+    out
+}
+
 /// Reads a response body, refusing more than `limit` bytes so a misbehaving endpoint cannot exhaust
 /// memory.
 pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ProviderError> {
@@ -322,6 +351,16 @@ mod tests {
         assert_eq!(parse_success(br#"{"a":1}"#).unwrap(), serde_json::json!({"a": 1}));
         let e = parse_success(b"<html>ok</html>").unwrap_err();
         assert_eq!((e.class, e.label), (ErrorClass::Transient, "invalid_response"));
+    }
+
+    #[test]
+    fn shape_errors_drop_quoted_values() {
+        assert_eq!(
+            drop_quoted(r#"invalid type: string "a\"b\\", expected x"#),
+            r#"invalid type: string "…", expected x"#
+        );
+        assert_eq!(drop_quoted("missing field `alias`"), "missing field `alias`");
+        assert_eq!(drop_quoted(r#"cut "open"#), r#"cut "…""#);
     }
 
     #[test]

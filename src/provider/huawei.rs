@@ -204,8 +204,7 @@ impl HuaweiKms {
     /// describe-key (key ids only: Huawei's `key_id` must be a 36-character id, never an alias).
     pub async fn describe_key(&self, key_id: &str) -> Result<KeyInfo, ProviderError> {
         let v = self.call(Method::POST, "describe-key", &[], Some(&json!({ "key_id": key_id }))).await?;
-        let info = v.get("key_info").cloned().ok_or_else(|| invalid_response("describe-key: no key_info"))?;
-        serde_json::from_value(info).map_err(|e| invalid_response(format!("describe-key: {e}")))
+        parse_key_info(v)
     }
 
     /// One list page after `marker`.
@@ -391,6 +390,7 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>, Option<Stri
 /// The one place a Huawei error becomes an [`ErrorClass`] and a bounded metric label. A known code wins over
 /// the HTTP status; unknown codes are decided by the status (429 throttled, 5xx transient, else permanent).
 pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static str) {
+    use super::AuthFailure;
     use ErrorClass::*;
     let known = match code.unwrap_or("") {
         // API Gateway flow control (HTTP 429).
@@ -411,19 +411,27 @@ pub(crate) fn classify(code: Option<&str>, status: u16) -> (ErrorClass, &'static
         // Bad URL, bad JSON, body too long, missing parameter, invalid sequence.
         "KMS.0201" | "KMS.0202" | "KMS.0203" | "KMS.0204" | "KMS.0206" => Some((Permanent, "validation")),
         "KMS.0211" => Some((Permanent, "default_key")),
-        // Token null/invalid/expired, invalid project in the token.
-        "KMS.0301" | "KMS.0302" | "KMS.0303" | "KMS.0305" => Some((Permanent, "auth")),
-        // No permission on the key / the role lacks the API permission.
-        "KMS.0306" | "KMS.0307" => Some((Permanent, "access_denied")),
+        // Token null/invalid/expired, invalid project in the token: the target pauses (DESIGN §2.8).
+        "KMS.0301" | "KMS.0302" | "KMS.0305" => Some((Unauthenticated(AuthFailure::Invalid), "auth")),
+        "KMS.0303" => Some((Unauthenticated(AuthFailure::Expired), "auth")),
+        // No permission on the key / the role lacks the API permission: the reconcile policy tells them apart.
+        "KMS.0306" | "KMS.0307" => Some((AccessDenied, "access_denied")),
         // Key-count limit: a quota, not a rate.
         "KMS.1105" => Some((Permanent, "limit_exceeded")),
-        // API Gateway authentication and authorization failures (0301: bad AK/SK or signature).
-        "APIGW.0301" | "APIGW.0302" | "APIGW.0303" | "APIGW.0304" | "APIGW.0305" | "APIGW.0306" | "APIGW.0307" => {
-            Some((Permanent, "auth"))
-        }
+        // API Gateway authentication (0301: bad AK/SK, signature or clock; 0303/0305: other authenticators;
+        // 0307: token to be renewed) and authorization (0302/0304/0306: access denied) failures.
+        "APIGW.0301" | "APIGW.0303" | "APIGW.0305" => Some((Unauthenticated(AuthFailure::Invalid), "auth")),
+        "APIGW.0307" => Some((Unauthenticated(AuthFailure::Expired), "auth")),
+        "APIGW.0302" | "APIGW.0304" | "APIGW.0306" => Some((AccessDenied, "auth")),
         _ => None,
     };
     known.unwrap_or_else(|| phttp::status_class(status, code.is_some()))
+}
+
+/// The `key_info` of a describe-key response.
+pub(crate) fn parse_key_info(v: Value) -> Result<KeyInfo, ProviderError> {
+    let info = v.get("key_info").cloned().ok_or_else(|| invalid_response("describe-key: no key_info"))?;
+    serde_json::from_value(info).map_err(|e| phttp::shape_error("describe-key", &e))
 }
 
 /// A client error that could be Huawei's (undocumented) way of saying "this alias already exists / is not on
@@ -469,7 +477,7 @@ impl ListPage {
             Value::Array(_) => serde_json::from_value(v),
             _ => serde_json::from_value(v).map(|r| vec![r]),
         }
-        .map_err(|e| invalid_response(format!("list aliases: {e}")))?;
+        .map_err(|e| phttp::shape_error("list aliases", &e))?;
         let mut page = ListPage { aliases: Vec::new(), next_marker: None };
         for r in raws {
             page.aliases.extend(r.aliases);
@@ -532,6 +540,22 @@ mod tests {
         format!("/v1.0/{PID}/kms/{op}")
     }
 
+    // ----- fuzz regressions (fuzz/run.sh) -----
+
+    /// fuzz huawei_response crash-5918d442: a 2xx body whose `page_info` is a string echoing the request's
+    /// signature; serde quoted the value into the invalid-response message, unredacted.
+    #[test]
+    fn fuzz_list_page_error_does_not_echo_response_values() {
+        let body = r#"{"error_code":"APIGW.0309","page_info":"The throttling thzeshold has been 5555555%5555555555555555555555555555555555555555555555555511111110:5555555555555555555555555555rea5d672d79c15b13162d9279b0855cfba6ched","rkey_id_id":"r"}"#;
+        let e = ListPage::parse(parse_success(body.as_bytes()).unwrap()).err().expect("page_info is not an object");
+        assert_eq!((e.class, e.label), (ErrorClass::Transient, "invalid_response"));
+        assert!(!e.message.contains("5d672d79c15b13162d9279b0855cfba6"), "{}", e.message);
+        assert!(e.message.contains("expected struct PageInfo"), "still says what was wrong: {}", e.message);
+        let info = json!({"key_info": {"key_id": "STSTOKEN-as-id", "key_state": ["STSTOKEN"]}});
+        let e = parse_key_info(info).unwrap_err();
+        assert!(!e.message.contains("STSTOKEN"), "{}", e.message);
+    }
+
     // ----- alias naming -----
 
     #[test]
@@ -566,6 +590,7 @@ mod tests {
 
     #[test]
     fn classification_table() {
+        use crate::provider::AuthFailure;
         use ErrorClass::*;
         let cases: &[(&str, u16, ErrorClass, &str)] = &[
             ("APIGW.0308", 429, Throttled, "throttling"),
@@ -579,20 +604,20 @@ mod tests {
             ("KMS.0202", 400, Permanent, "validation"),
             ("KMS.0204", 400, Permanent, "validation"),
             ("KMS.0211", 400, Permanent, "default_key"),
-            ("KMS.0301", 401, Permanent, "auth"),
-            ("KMS.0302", 401, Permanent, "auth"),
-            ("KMS.0303", 401, Permanent, "auth"),
-            ("KMS.0306", 403, Permanent, "access_denied"),
-            ("KMS.0307", 403, Permanent, "access_denied"),
+            ("KMS.0301", 401, Unauthenticated(AuthFailure::Invalid), "auth"),
+            ("KMS.0302", 401, Unauthenticated(AuthFailure::Invalid), "auth"),
+            ("KMS.0303", 401, Unauthenticated(AuthFailure::Expired), "auth"),
+            ("KMS.0306", 403, AccessDenied, "access_denied"),
+            ("KMS.0307", 403, AccessDenied, "access_denied"),
             ("KMS.1105", 400, Permanent, "limit_exceeded"),
-            ("APIGW.0301", 401, Permanent, "auth"),
-            ("APIGW.0306", 403, Permanent, "auth"),
+            ("APIGW.0301", 401, Unauthenticated(AuthFailure::Invalid), "auth"),
+            ("APIGW.0306", 403, AccessDenied, "auth"),
             // Unknown codes: the status decides.
             ("KMS.9999", 400, Permanent, "other"),
             ("KMS.9999", 503, Transient, "http_5xx"),
             ("APIGW.0999", 429, Throttled, "throttling"),
             // A known permanent code wins over a 5xx status.
-            ("KMS.0306", 500, Permanent, "access_denied"),
+            ("KMS.0306", 500, AccessDenied, "access_denied"),
         ];
         assert_classification(classify, cases);
     }
@@ -930,7 +955,10 @@ mod tests {
         let bad = Credentials { secret_access_key: Secret::new("not-the-secret"), ..creds(None) };
         let k = HuaweiKms::new("cn-north-4", Some(&url), PID, AliasPrefix::Keep, bad, Duration::from_secs(5)).unwrap();
         let e = k.delete_alias("alias/app/x", Some(KEY1)).await.unwrap_err();
-        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Permanent, "APIGW.0301", "auth"));
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Unauthenticated(crate::provider::AuthFailure::Invalid), "APIGW.0301", "auth")
+        );
         kms(&url, AliasPrefix::Keep).delete_alias("alias/app/x", Some(KEY1)).await.unwrap();
     }
 
@@ -954,6 +982,6 @@ mod tests {
         let e = k.get_alias("alias/app/x").await.unwrap_err();
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains(SK) && !shown.contains("TOK9"), "{shown}");
-        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "auth"));
+        assert_eq!((e.class, e.label), (ErrorClass::Unauthenticated(crate::provider::AuthFailure::Invalid), "auth"));
     }
 }

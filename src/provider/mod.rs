@@ -59,8 +59,25 @@ pub enum ErrorClass {
     NotFound,
     /// The key's state does not allow the call (may also be eventual consistency).
     InvalidState,
-    /// Validation, access denied, quota: retrying the same call cannot succeed.
+    /// The cloud refused the target's credentials: no call of this target can succeed until they change.
+    Unauthenticated(AuthFailure),
+    /// Access denied: by the principal's policy (every call fails) or by one key's policy (one alias).
+    AccessDenied,
+    /// Validation, quota: retrying the same call cannot succeed.
     Permanent,
+}
+
+/// Why a cloud refused a target's credentials (the reconcile policy pauses the target, by this reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthFailure {
+    /// An expired session token or temporary credentials.
+    Expired,
+    /// An unknown, inactive or malformed access key or token.
+    Invalid,
+    /// A signature the cloud computed differently (wrong secret) or could not read.
+    Signature,
+    /// The request's time is outside the cloud's window: the host's clock is off.
+    ClockSkew,
 }
 
 /// A failed provider call. `code` is the cloud's error code (for logs, /status and the DLQ);
@@ -145,6 +162,12 @@ pub trait KmsAliases: Send + Sync {
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError>;
     /// `current_key` is the key the alias is known to point at (some clouds need it to delete).
     async fn delete_alias(&self, alias: &str, current_key: Option<&str>) -> Result<(), ProviderError>;
+    /// The cheapest call that needs the target's credentials and permissions but no key: tells a refusal of
+    /// the whole target (credentials, the principal's policy) from one key's. A listing needs no key; the
+    /// governed client overrides this to stop after its first page.
+    async fn probe(&self, prefixes: &[String]) -> Result<(), ProviderError> {
+        self.list_aliases(prefixes).await.map(drop)
+    }
     /// Whether a desired key id (any accepted form, e.g. an ARN) names the live key id.
     fn key_matches(&self, desired: &str, live: &str) -> bool {
         desired == live

@@ -2,10 +2,12 @@
 //! apart, as the clouds meter them), is timed and counted, and throttling slows the bucket (AIMD).
 //! The drift scanner and the workers both go through it, so one bucket spends the target's quota.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use super::bucket::Limiter;
 use crate::provider::{with_pacer, ErrorClass, KmsAliases, LiveAlias, Operation, PagePacer, ProviderError};
@@ -28,6 +30,27 @@ struct ReadPacer {
 #[async_trait]
 impl PagePacer for ReadPacer {
     async fn before_page(&self) {
+        self.reads.acquire().await;
+        metrics().list_pages.with_label_values(&[&self.target]).inc();
+    }
+}
+
+/// A probe's pacer: pays for the first page; asking for a second means the first was accepted, which
+/// is all a probe wants to know, so it signals and never returns (the probe drops the listing).
+struct ProbePacer {
+    reads: Arc<Limiter>,
+    target: String,
+    pages: AtomicU32,
+    accepted: Arc<Notify>,
+}
+
+#[async_trait]
+impl PagePacer for ProbePacer {
+    async fn before_page(&self) {
+        if self.pages.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.accepted.notify_one();
+            std::future::pending::<()>().await;
+        }
         self.reads.acquire().await;
         metrics().list_pages.with_label_values(&[&self.target]).inc();
     }
@@ -92,6 +115,24 @@ impl KmsAliases for Governed {
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
         let pacer = Arc::new(ReadPacer { reads: self.reads.clone(), target: self.target.clone() });
         self.run(Operation::List, with_pacer(pacer, self.inner.list_aliases(prefixes))).await
+    }
+    /// One listing page at most: the cheapest call that needs credentials and permissions but no key.
+    async fn probe(&self, prefixes: &[String]) -> Result<(), ProviderError> {
+        let accepted = Arc::new(Notify::new());
+        let pacer = Arc::new(ProbePacer {
+            reads: self.reads.clone(),
+            target: self.target.clone(),
+            pages: AtomicU32::new(0),
+            accepted: accepted.clone(),
+        });
+        let listing = with_pacer(pacer, self.inner.list_aliases(prefixes));
+        self.run(Operation::List, async move {
+            tokio::select! {
+                r = listing => r.map(drop),
+                _ = accepted.notified() => Ok(()),
+            }
+        })
+        .await
     }
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         self.run(Operation::Get, self.inner.get_alias(alias)).await

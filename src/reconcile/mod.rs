@@ -5,6 +5,7 @@
 pub mod bucket;
 pub mod decide;
 pub mod governed;
+pub mod policy;
 pub mod queue;
 mod target;
 
@@ -97,6 +98,11 @@ struct Target {
     failed: Mutex<HashMap<Box<str>, tokio::time::Instant>>,
     /// Iterations of the worker loop: a stalled target must not spin (see `TargetStatus::loop_wakeups`).
     wakeups: AtomicU64,
+    /// Set while the target is paused (credentials or permissions refused): no writes, no dead letters,
+    /// a probe with backoff resumes it.
+    paused: Mutex<Option<policy::PauseReason>>,
+    /// Probe a paused target now (SIGHUP: the credentials may have been fixed).
+    probe_now: Notify,
 }
 
 /// One alias in a target's live view.
@@ -154,6 +160,9 @@ pub struct TargetStatus {
     pub prune: bool,
     pub drift: Option<DriftStatus>,
     pub recent_failures: Vec<PermanentFailure>,
+    /// Why the target is paused (`credentials_expired`, `access_denied`, ...); absent when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<&'static str>,
     /// How often the target's worker loop woke (tests bound it by the calls made; not in /status).
     #[serde(skip)]
     pub loop_wakeups: u64,
@@ -197,6 +206,8 @@ impl Engine {
                     drifted: Mutex::new(HashMap::new()),
                     failed: Mutex::new(HashMap::new()),
                     wakeups: AtomicU64::new(0),
+                    paused: Mutex::new(None),
+                    probe_now: Notify::new(),
                 })
             })
             .collect();
@@ -254,6 +265,16 @@ impl Engine {
         metrics().owned_targets.set(owned.len() as i64);
     }
 
+    /// Paused targets probe at once instead of at their next backoff (SIGHUP: credentials were reloaded).
+    pub fn probe_paused(&self) {
+        for t in &self.inner.targets {
+            if t.paused.lock().unwrap().is_some() {
+                tracing::info!(target_name = %t.name, "probing the paused target now");
+                t.probe_now.notify_one();
+            }
+        }
+    }
+
     /// Stops taking work, lets in-flight reconciles finish within `timeout`, then returns.
     pub async fn shutdown(&self, timeout: Duration) {
         self.inner.shutdown.send_replace(true);
@@ -289,6 +310,7 @@ impl Engine {
                     prune: t.prune,
                     drift: t.drift.lock().unwrap().clone(),
                     recent_failures: t.failures.lock().unwrap().iter().cloned().collect(),
+                    paused: t.paused.lock().unwrap().map(|r| r.as_str()),
                     loop_wakeups: t.wakeups.load(Ordering::Relaxed),
                 }
             })

@@ -38,6 +38,9 @@ pub enum Done {
     Retry,
     /// Permanent failure: dropped until the next change.
     Drop,
+    /// The target paused: ready again with no attempt counted and no backoff (the worker starts nothing
+    /// while paused, so it runs as soon as the target resumes).
+    Park,
 }
 
 #[derive(Debug)]
@@ -150,6 +153,11 @@ impl WorkQueue {
         let it = self.items.get_mut(alias)?;
         let Status::Processing { dirty } = it.status else { return None };
         match done {
+            Done::Park => {
+                it.status = Status::Ready;
+                self.ready.push_back(alias.clone());
+                None
+            }
             Done::Retry => {
                 it.attempts += 1;
                 let b = it.backoff.get_or_insert_with(|| self.backoff.build());
@@ -333,6 +341,25 @@ mod tests {
         assert!(q.pop(now).is_none());
         assert_eq!(q.len(), 1, "x still in progress");
         q.done(&x, Done::Drop, now);
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_items_are_ready_again_without_an_attempt_or_backoff() {
+        let mut q = q();
+        let now = Instant::now();
+        q.add(a("x"), now);
+        let (x, _) = q.pop(now).unwrap();
+        q.done(&x, Done::Retry, now);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let now = Instant::now();
+        let (x, attempts) = q.pop(now).unwrap();
+        assert_eq!(attempts, 1);
+        assert_eq!(q.done(&x, Done::Park, now), None);
+        let (x, attempts) = q.pop(now).expect("ready at once");
+        assert_eq!(attempts, 1, "a park counts no attempt");
+        assert_eq!(q.lag(now).0, 1, "nothing applied");
+        q.done(&x, Done::Success, now);
         assert!(q.is_empty());
     }
 

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
 use super::decide::{decide, decide_unknown, Action};
+use super::policy::{self, PauseReason, Verdict};
 use super::queue::Done;
 use super::{
     unix_now, DriftStatus, Inner, Live, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY, RECENT_FAILURES,
@@ -40,10 +41,14 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
                 _ = shut_rx.changed() => {}
             }
         }
+        seed_paused(&t);
         let started = Instant::now();
         let listing = tokio::select! {
             l = list_until_ok(&inner, &t) => l,
-            _ = until_false(&mut owned_rx) => continue,
+            _ = until_false(&mut owned_rx) => {
+                clear_gauges(&t);
+                continue;
+            }
             _ = shut_rx.changed() => return,
         };
         install_listing(&inner, &t, listing, started.elapsed());
@@ -72,6 +77,7 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
     loop {
         match t.provider.list_aliases(&inner.cfg.managed_prefixes).await {
             Ok(l) => {
+                resume(t);
                 tracing::info!(target_name = %t.name, live = l.len(), "listed target");
                 return l;
             }
@@ -79,9 +85,20 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
                 metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
                 // A target that cannot even list still shows its backlog (the lag alerts need it).
                 update_gauges(t);
+                // A listing names no key: a refusal is the target's (its retries are the pause's probe).
+                if let Some(reason) = policy::on_keyless_call(e.class) {
+                    pause(t, reason, &e);
+                }
                 let d = backoff.next().unwrap_or(super::queue::RETRY_CEILING);
                 tracing::warn!(target_name = %t.name, error = %e, retry_in_ms = d.as_millis() as u64, "listing failed");
-                tokio::time::sleep(d).await;
+                if t.paused.lock().unwrap().is_some() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = t.probe_now.notified() => {}
+                    }
+                } else {
+                    tokio::time::sleep(d).await;
+                }
             }
         }
     }
@@ -217,8 +234,21 @@ async fn work(
     let mut scan_at = next_scan(inner);
     type Listing = Result<Vec<LiveAlias>, crate::provider::ProviderError>;
     let mut scan: Option<(Instant, tokio::task::JoinHandle<Listing>)> = None;
+    // While paused: the next probe (backing off) or the one in flight.
+    let mut probe_backoff: Option<backon::ExponentialBackoff> = None;
+    let mut probe_at: Option<Instant> = None;
+    let mut probe: Option<tokio::task::JoinHandle<Result<(), ProviderError>>> = None;
     let stopping = loop {
-        {
+        let paused = t.paused.lock().unwrap().is_some();
+        if !paused {
+            (probe_backoff, probe_at) = (None, None);
+        } else if probe.is_none() && probe_at.is_none() {
+            let b = probe_backoff
+                .get_or_insert_with(|| super::queue::retry_backoff(PROBE_MIN, inner.cfg.backoff_max).build());
+            probe_at = Some(Instant::now() + b.next().unwrap_or(super::queue::RETRY_CEILING));
+        }
+        // A paused target starts no call but its probe.
+        if !paused {
             let mut q = t.queue.lock().unwrap();
             while inflight.len() < t.concurrency {
                 let Some((alias, attempts)) = q.pop(Instant::now()) else { break };
@@ -235,15 +265,36 @@ async fn work(
         // new event would find nothing to do, again and again (a busy loop while calls hang). A
         // notification meanwhile stays stored in `notify`, and due items stay in the queue.
         let full = inflight.len() >= t.concurrency;
-        let due = if full { None } else { t.queue.lock().unwrap().next_due() };
+        let due = if full || paused { None } else { t.queue.lock().unwrap().next_due() };
         tokio::select! {
-            _ = t.notify.notified(), if !full => {}
+            _ = t.notify.notified(), if !full && !paused => {}
             Some(r) = inflight.join_next_with_id(), if !inflight.is_empty() => finish(t, &mut running, r),
             _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
             r = owned_rx.changed() => if r.is_err() || !*owned_rx.borrow_and_update() { break false },
             _ = shut_rx.changed() => break true,
             _ = tick.tick() => update_gauges(t),
-            _ = sleep_until(scan_at), if scan.is_none() => {
+            _ = sleep_until(probe_at.unwrap_or_else(Instant::now)), if probe_at.is_some() && probe.is_none() => {
+                probe_at = None;
+                probe = Some(start_probe(inner, t));
+            }
+            _ = t.probe_now.notified(), if paused && probe.is_none() => {
+                probe_at = None;
+                probe = Some(start_probe(inner, t));
+            }
+            r = async { probe.as_mut().unwrap().await }, if probe.is_some() => {
+                probe = None;
+                match r {
+                    Ok(Ok(())) => resume(t),
+                    Ok(Err(e)) => {
+                        if let Some(reason) = policy::on_keyless_call(e.class) {
+                            pause(t, reason, &e);
+                        }
+                        tracing::warn!(target_name = %t.name, error = %e, "probe failed; the target stays paused");
+                    }
+                    Err(e) => tracing::error!(target_name = %t.name, error = %e, "probe task failed"),
+                }
+            }
+            _ = sleep_until(scan_at), if scan.is_none() && !paused => {
                 *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
                 let (p, prefixes) = (t.provider.clone(), inner.cfg.managed_prefixes.clone());
                 scan = Some((Instant::now(), tokio::spawn(async move { p.list_aliases(&prefixes).await })));
@@ -256,6 +307,10 @@ async fn work(
                         *t.writes_during_scan.lock().unwrap() = None;
                         metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
                         tracing::warn!(target_name = %t.name, error = %e, "drift scan failed");
+                        // An idle target learns of expired credentials from its scan.
+                        if let Some(reason) = policy::on_keyless_call(e.class) {
+                            pause(t, reason, &e);
+                        }
                     }
                     Err(e) => {
                         *t.writes_during_scan.lock().unwrap() = None;
@@ -269,6 +324,9 @@ async fn work(
     if let Some((_, h)) = scan {
         h.abort();
         *t.writes_during_scan.lock().unwrap() = None;
+    }
+    if let Some(h) = probe {
+        h.abort();
     }
     // Let in-flight calls finish (their results stay valid); the engine bounds this on shutdown.
     while let Some(r) = inflight.join_next_with_id().await {
@@ -315,6 +373,56 @@ fn clear_gauges(t: &Target) {
     let _ = m.queue_depth.remove_label_values(&[&t.name]);
     let _ = m.target_lag_events.remove_label_values(&[&t.name]);
     let _ = m.target_lag_seconds.remove_label_values(&[&t.name]);
+    // Owner-only like the others: the next owner reports whether the target is paused.
+    *t.paused.lock().unwrap() = None;
+    for r in PauseReason::ALL {
+        let _ = m.target_paused.remove_label_values(&[&t.name, r.as_str()]);
+    }
+}
+
+/// The shortest wait before a paused target's first probe (then doubling, up to the retry ceiling).
+const PROBE_MIN: Duration = Duration::from_secs(1);
+
+/// The paused gauge of a target this instance starts working on: every reason at 0, so the alert rule
+/// and dashboards see the series before the first pause.
+fn seed_paused(t: &Target) {
+    for r in PauseReason::ALL {
+        metrics().target_paused.with_label_values(&[&t.name, r.as_str()]).set(0);
+    }
+}
+
+/// Pauses the target for `reason` (or changes the reason): no writes, no dead letters, a probe resumes it.
+fn pause(t: &Target, reason: PauseReason, e: &ProviderError) {
+    let mut p = t.paused.lock().unwrap();
+    if *p == Some(reason) {
+        return;
+    }
+    let m = metrics();
+    if let Some(old) = *p {
+        m.target_paused.with_label_values(&[&t.name, old.as_str()]).set(0);
+    } else {
+        tracing::error!(
+            target_name = %t.name,
+            reason = reason.as_str(),
+            error = %e,
+            "target paused: the cloud refuses its credentials or permissions; no writes and no dead letters until a probe succeeds (SIGHUP probes at once)"
+        );
+    }
+    m.target_paused.with_label_values(&[&t.name, reason.as_str()]).set(1);
+    *p = Some(reason);
+}
+
+/// A probe or listing succeeded: the target works again, parked aliases first.
+fn resume(t: &Target) {
+    let Some(reason) = t.paused.lock().unwrap().take() else { return };
+    metrics().target_paused.with_label_values(&[&t.name, reason.as_str()]).set(0);
+    tracing::info!(target_name = %t.name, reason = reason.as_str(), "target resumed: the cloud accepts its credentials again");
+    t.notify.notify_one();
+}
+
+fn start_probe(inner: &Inner, t: &Target) -> tokio::task::JoinHandle<Result<(), ProviderError>> {
+    let (p, prefixes) = (t.provider.clone(), inner.cfg.managed_prefixes.clone());
+    tokio::spawn(async move { p.probe(&prefixes).await })
 }
 
 /// Reconciles one (target, alias): the latest desired value against the live one.
@@ -354,13 +462,27 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
             Done::Success
         }
         Err(e) => {
-            let retry = match e.class {
-                ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::AlreadyExists => true,
-                // Right after a key is created or changed, clouds briefly answer NotFound/invalid state.
-                ErrorClass::NotFound | ErrorClass::InvalidState => attempts < inner.cfg.consistency_retries,
-                ErrorClass::Permanent => false,
+            let paused = t.paused.lock().unwrap().is_some();
+            let (verdict, e) = match policy::on_call(e.class, attempts, inner.cfg.consistency_retries, paused) {
+                Verdict::CheckAccess => match t.provider.probe(&inner.cfg.managed_prefixes).await {
+                    // Denied for this key only (a key policy): the alias's problem.
+                    Ok(()) if t.paused.lock().unwrap().is_none() => (Verdict::DeadLetter, e),
+                    Ok(()) => (Verdict::Park, e),
+                    Err(pe) => match policy::on_keyless_call(pe.class) {
+                        Some(reason) => (Verdict::Pause(reason), pe),
+                        None => (Verdict::Retry, e),
+                    },
+                },
+                v => (v, e),
             };
-            if retry {
+            if let Verdict::Pause(reason) = verdict {
+                pause(t, reason, &e);
+            }
+            if matches!(verdict, Verdict::Park | Verdict::Pause(_)) {
+                tracing::debug!(target_name = %t.name, alias, action = action.label(), error = %e, "parked: the target is paused");
+                m.reconcile.with_label_values(&[&t.name, action.label(), "parked"]).inc();
+                Done::Park
+            } else if verdict == Verdict::Retry {
                 tracing::debug!(target_name = %t.name, alias, action = action.label(), error = %e, attempts, "retrying");
                 m.reconcile.with_label_values(&[&t.name, action.label(), "retry"]).inc();
                 Done::Retry

@@ -124,6 +124,8 @@ pub struct Table {
     /// Next offset to read, per partition (for the source lag gauge).
     positions: HashMap<i32, i64>,
     ready: watch::Sender<bool>,
+    /// The dead-letter task, until the daemon takes it to supervise it.
+    duty_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct TableArgs {
@@ -144,7 +146,7 @@ impl Table {
     pub fn new(base: &ClientConfig, a: TableArgs) -> Result<Table, String> {
         let group = format!("{}.dead-letters", a.group_id);
         // The task ends once the table (the queue's only sender) is dropped and the queue is drained.
-        let (dlq, _task) = DutyQueue::spawn(base, a.dlq, &group, &a.topic, QUEUE_BYTES)?;
+        let (dlq, duty_task) = DutyQueue::spawn(base, a.dlq, &group, &a.topic, QUEUE_BYTES)?;
         let consumer: StreamConsumer = base
             .clone()
             .set("group.id", &group)
@@ -169,7 +171,13 @@ impl Table {
             rebuild_until: HashMap::new(),
             positions: HashMap::new(),
             ready: a.ready,
+            duty_task: Some(duty_task),
         })
+    }
+
+    /// The dead-letter task (once): it ends only when the table is dropped, so its end before then is a failure.
+    pub fn take_duty_task(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.duty_task.take()
     }
 
     /// Finds the partitions and their end offsets, retrying until the topic exists.

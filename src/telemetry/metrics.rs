@@ -28,6 +28,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub target_lag_events: IntGaugeVec,
     pub target_lag_seconds: GaugeVec,
+    /// 1 while an owned target is paused for a credential or authorisation failure, by reason; 0 otherwise.
+    pub target_paused: IntGaugeVec,
     pub owned_targets: IntGauge,
     pub build_info: IntGaugeVec,
     pub rate_limit: GaugeVec,
@@ -130,6 +132,11 @@ impl Metrics {
                 "target_lag_seconds",
                 "Age of the oldest desired-state change not yet applied at the target (owner only).",
                 &["target"],
+            ),
+            target_paused: gauge(
+                "target_paused",
+                "1 while the target is paused by a credential or authorisation failure (no writes, no dead letters; a probe resumes it), by reason (owner only).",
+                &["target", "reason"],
             ),
             owned_targets: reg(
                 &r,

@@ -348,11 +348,24 @@ impl DaemonConfig {
 impl Daemon {
     pub fn start(cfg: &DaemonConfig) -> Daemon {
         let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-        Self::start_in(cfg, dir)
+        Self::start_in(cfg, dir, None)
     }
 
-    fn start_in(cfg: &DaemonConfig, dir: std::sync::Arc<tempfile::TempDir>) -> Daemon {
+    /// A daemon with this `kafka.instance_id` (its static lease-group membership).
+    pub fn start_as(cfg: &DaemonConfig, instance_id: &str) -> Daemon {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        Self::start_in(cfg, dir, Some(instance_id))
+    }
+
+    /// A second process with the same config and this instance id (the same id: a restart).
+    pub fn again_as(&self, cfg: &DaemonConfig, instance_id: &str) -> Daemon {
+        Self::start_in(cfg, self._dir.clone(), Some(instance_id))
+    }
+
+    fn start_in(cfg: &DaemonConfig, dir: std::sync::Arc<tempfile::TempDir>, instance_id: Option<&str>) -> Daemon {
         let port = free_port();
+        // Instances of one test share the host name (the default instance id): each gets its own unless asked.
+        let instance_id = instance_id.map_or_else(|| format!("e2e-{}-{port}", std::process::id()), str::to_string);
         // One file per process: instances sharing a directory must not overwrite each other's config.
         let config = dir.path().join(format!("aliassync-{port}.toml"));
         std::fs::write(&config, cfg.render(port)).unwrap();
@@ -367,6 +380,7 @@ impl Daemon {
             .env("E2E_HW_ACCESS_KEY_ID", "HPUAFAKEACCESSKEY0001")
             .env("E2E_HW_SECRET_ACCESS_KEY", "FakeSecretKey0123456789abcdefghijklmnopq")
             .env("RUST_LOG", "info,aliassync=debug")
+            .env("ALIASSYNC__KAFKA__INSTANCE_ID", &instance_id)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -376,7 +390,13 @@ impl Daemon {
 
     /// A second process with the same config (a restart, or another instance).
     pub fn again(&self, cfg: &DaemonConfig) -> Daemon {
-        Self::start_in(cfg, self._dir.clone())
+        Self::start_in(cfg, self._dir.clone(), None)
+    }
+
+    /// The exit code once the process has exited on its own (None while it runs).
+    pub fn exit_code(&mut self) -> Option<Option<i32>> {
+        let st = self.child.as_mut()?.try_wait().unwrap()?;
+        Some(st.code())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -768,4 +788,43 @@ pub fn kill9_and_restart_broker() {
 pub fn ensure_broker_up() {
     let rig = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kafka.sh");
     assert!(Command::new("bash").args([rig, "start"]).stdout(Stdio::null()).status().unwrap().success());
+}
+
+// ----- lease-group fixtures (tests/e2e_leases.rs) -----
+
+/// A plain (non-compacted) topic with `partitions`, as an operator would pre-create the daemon's own topics.
+pub async fn create_plain_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[("cleanup.policy", "delete")]).await
+}
+
+impl Daemon {
+    /// Like [`Daemon::start`], with the rendered config passed through `edit` (e.g. the rig's short backoff
+    /// replaced by the shipped default). The binary is `$ALIASSYNC_E2E_BIN` when set (an older build, to show
+    /// that a test fails before its fix), else this build's.
+    pub fn start_edited(cfg: &DaemonConfig, edit: impl FnOnce(String) -> String) -> Daemon {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let port = free_port();
+        let config = dir.path().join(format!("aliassync-{port}.toml"));
+        std::fs::write(&config, edit(cfg.render(port))).unwrap();
+        let log = dir.path().join(format!("daemon-{port}.log"));
+        let bin = std::env::var("ALIASSYNC_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aliassync").into());
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("E2E_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("E2E_AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+            .env("RUST_LOG", "info,aliassync=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child: Some(child), port, config, log, _dir: dir }
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, ...) to the running daemon.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
 }
