@@ -8,6 +8,9 @@ pub mod daemon;
 pub mod desired;
 pub mod drift;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keyid;
 pub mod provider;
 pub mod reconcile;

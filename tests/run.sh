@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test, from a fresh clone: installs and starts the rig (real Kafka, moto; cached between runs),
-# checks formatting and lints, runs unit, integration and end-to-end tests (the KMS emulator is started
-# by the tests that use it), the cloud SDK fidelity tests, the alert-rule tests and the .deb check, then
-# stops the rig by PID.
+# checks formatting, lints and the supply chain, runs unit, integration and end-to-end tests (the KMS
+# emulator is started by the tests that use it), the cloud SDK fidelity tests, the alert-rule tests, the
+# .deb check, the .deb under a real systemd, and every fuzz target briefly, then stops the rig by PID.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,6 +25,8 @@ step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz entry points (src/fuzzing.rs) exist only with this feature.
+cargo clippy --lib --features fuzzing -- -D warnings
 step "supply chain: cargo deny check licenses bans sources (deny.toml)"
 bash tests/supply-chain.sh
 step "cargo test (unit, integration, end to end against Kafka $KAFKA_BROKERS and moto $MOTO_URL)"
@@ -40,4 +42,6 @@ step "Debian package: cargo deb, dpkg -i, systemd-analyze verify/security of the
 bash tests/deb.sh
 step "the .deb under a real systemd (systemd-nspawn, Debian bookworm): readiness, reload, watchdog, stop, security"
 bash tests/systemd-nspawn.sh
+step "fuzzing: every target for about 15 s (cargo-fuzz, nightly, address sanitizer; fuzz/run.sh)"
+bash fuzz/run.sh --ci
 step "all tests passed"
