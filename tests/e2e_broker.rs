@@ -14,14 +14,7 @@ async fn a_broker_restart_converges_without_operator_action() {
     let prefix = format!("alias/app/{id}/");
     let topic = format!("desired-{id}");
     create_topic(&topic, 2).await;
-    let cfg = DaemonConfig {
-        topic: topic.clone(),
-        group: format!("g-{id}"),
-        prefix: prefix.clone(),
-        targets: vec![("use1".into(), "us-east-1".into(), String::new())],
-        extra: String::new(),
-        lease_partitions: 6,
-    };
+    let cfg = DaemonConfig::for_id(&id, &[("use1", "us-east-1", "")]);
     let use1 = kms("us-east-1");
     let k = create_key(&use1).await;
     let p = producer();

@@ -23,14 +23,7 @@ async fn leases_are_held_again_within_the_session_timeout_after_broker_crashes()
     let prefix = format!("alias/app/{id}/");
     let topic = format!("desired-{id}");
     create_topic(&topic, 1).await;
-    let cfg = DaemonConfig {
-        topic: topic.clone(),
-        group: format!("g-{id}"),
-        prefix: prefix.clone(),
-        targets: vec![("use1".into(), "us-east-1".into(), String::new())],
-        extra: String::new(),
-        lease_partitions: 4,
-    };
+    let cfg = DaemonConfig { lease_partitions: 4, ..DaemonConfig::for_id(&id, &[("use1", "us-east-1", "")]) };
     // The session timeout of these configs (tests/common: lease_session_timeout_ms = 6000).
     let session = Duration::from_secs(6);
     let d = Daemon::start(&cfg);

@@ -12,12 +12,8 @@ fn setup(name: &str, targets: &[(&str, &str, &str)], scan: u64) -> (DaemonConfig
     let id = unique(name);
     let prefix = format!("alias/app/{id}/");
     let cfg = DaemonConfig {
-        topic: format!("desired-{id}"),
-        group: format!("g-{id}"),
-        prefix: prefix.clone(),
-        targets: targets.iter().map(|(n, r, x)| (n.to_string(), r.to_string(), x.to_string())).collect(),
         extra: format!("[drift]\nscan_interval_seconds = {scan}\n"),
-        lease_partitions: 6,
+        ..DaemonConfig::for_id(&id, targets)
     };
     (cfg, prefix)
 }

@@ -8,15 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn one_target(id: &str, topic: &str, prefix: &str) -> DaemonConfig {
-    DaemonConfig {
-        topic: topic.into(),
-        group: format!("g-{id}"),
-        prefix: prefix.into(),
-        targets: vec![("use1".into(), "us-east-1".into(), String::new())],
-        extra: String::new(),
-        lease_partitions: 2,
-    }
+fn one_target(id: &str) -> DaemonConfig {
+    DaemonConfig { lease_partitions: 2, ..DaemonConfig::for_id(id, &[("use1", "us-east-1", "")]) }
 }
 
 /// Ready within `timeout`, or a failure that says what the reader was waiting for.
@@ -53,7 +46,7 @@ async fn rebuild_and_plan_finish_on_a_transactional_topic() {
         watermarks(&topic, 0) == (0, 3) && watermarks(&topic, 1) == (0, 3)
     })
     .await;
-    let cfg = one_target(&id, &topic, &prefix);
+    let cfg = one_target(&id);
 
     let t0 = Instant::now();
     let (code, out, err) = tokio::task::block_in_place(|| cli(&cfg, &["plan"]));
@@ -93,7 +86,7 @@ async fn rebuild_and_plan_finish_when_a_partition_was_emptied_by_delete_records(
     send_to(&p, &topic, 1, &kept, &event(&kept, 1, &[("use1", &k)])).await;
     delete_all_records(&topic, 0).await;
     assert_eq!(watermarks(&topic, 0), (3, 3), "partition 0: every record deleted");
-    let cfg = one_target(&id, &topic, &prefix);
+    let cfg = one_target(&id);
 
     let (code, out, err) = tokio::task::block_in_place(|| cli(&cfg, &["plan"]));
     assert_eq!(code, 2, "{out}{err}");
@@ -117,7 +110,7 @@ async fn a_dead_letter_kafka_refuses_does_not_freeze_the_reader() {
     create_topic(&topic, 1).await;
     // The dead-letter topic takes far less than the desired topic (and the daemon's 64 KiB event limit).
     create_topic_with(&format!("{topic}.dlq"), 1, &[("max.message.bytes", "2048")]).await;
-    let cfg = one_target(&id, &topic, &prefix);
+    let cfg = one_target(&id);
     let use1 = kms("us-east-1");
     let k = create_key(&use1).await;
     let d = Daemon::start(&cfg);

@@ -17,14 +17,8 @@ async fn setup(name: &str, target_extra: &str) -> (Emulator, DaemonConfig, Strin
     let emu = Emulator::start();
     let id = unique(name);
     let prefix = format!("alias/app/{id}/");
-    let cfg = DaemonConfig {
-        topic: format!("desired-{id}"),
-        group: format!("g-{id}"),
-        prefix: prefix.clone(),
-        targets: vec![("use1".into(), "us-east-1".into(), format!("endpoint = \"{}\"\n{target_extra}", emu.url))],
-        extra: String::new(),
-        lease_partitions: 3,
-    };
+    let endpoint = format!("endpoint = \"{}\"\n{target_extra}", emu.url);
+    let cfg = DaemonConfig { lease_partitions: 3, ..DaemonConfig::for_id(&id, &[("use1", "us-east-1", &endpoint)]) };
     create_topic(&cfg.topic, 2).await;
     (emu, cfg, prefix)
 }

@@ -328,6 +328,19 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// The config of test id `id`: topic `desired-<id>`, group `g-<id>`, prefix `alias/app/<id>/`, `targets` as
+    /// (name, region, extra TOML lines), 6 lease partitions, no extra sections (set fields to change them).
+    pub fn for_id(id: &str, targets: &[(&str, &str, &str)]) -> DaemonConfig {
+        DaemonConfig {
+            topic: format!("desired-{id}"),
+            group: format!("g-{id}"),
+            prefix: format!("alias/app/{id}/"),
+            targets: targets.iter().map(|(n, r, x)| (n.to_string(), r.to_string(), x.to_string())).collect(),
+            extra: String::new(),
+            lease_partitions: 6,
+        }
+    }
+
     pub fn render(&self, port: u16) -> String {
         let kafka = kafka_table(&brokers(), &self.topic, &self.group, self.lease_partitions);
         let mut s = config_head(&kafka, &self.prefix, port);
