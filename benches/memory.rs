@@ -25,7 +25,7 @@ fn main() {
         for i in 0..n {
             // Built one at a time so the input does not count against the store.
             let (alias, v) = common::event(i, 1);
-            store.apply(d.decode(Some(alias.as_bytes()), Some(v.as_bytes())).unwrap());
+            store.apply(d.decode(Some(alias.as_bytes()), Some(v.as_bytes())).unwrap(), Default::default());
         }
         let took = start.elapsed();
         let used = rss_bytes().saturating_sub(before);

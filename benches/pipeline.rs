@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
     // (equal revisions apply), alternating between two versions so that each pass really changes state.
     let mut store = Store::new(4);
     for (k, v) in &evs {
-        store.apply(d.decode(Some(k.as_bytes()), Some(v.as_bytes())).unwrap());
+        store.apply(d.decode(Some(k.as_bytes()), Some(v.as_bytes())).unwrap(), Default::default());
     }
     let base = events(100_000, 2);
     let variant =
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
                 flip = !flip;
                 for (k, v) in if flip { two } else { one } {
                     let ev = d.decode(Some(k.as_bytes()), Some(v.as_bytes())).unwrap();
-                    black_box(store.apply(ev));
+                    black_box(store.apply(ev, Default::default()));
                 }
             })
         });

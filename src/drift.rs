@@ -126,11 +126,11 @@ mod tests {
             revision: Some(1),
             body: Body::Present(t.into_iter().map(|(i, k)| (i, crate::keyid::KeyId::new(k))).collect()),
         };
-        s.apply(ev("alias/app/ok", vec![(0, "k1")]));
-        s.apply(ev("alias/app/missing", vec![(0, "k1")]));
-        s.apply(ev("alias/app/wrong", vec![(0, "k1")]));
-        s.apply(ev("alias/app/elsewhere", vec![(1, "k1")]));
-        s.apply(ev("alias/app/busy", vec![(0, "k1")]));
+        s.apply(ev("alias/app/ok", vec![(0, "k1")]), Default::default());
+        s.apply(ev("alias/app/missing", vec![(0, "k1")]), Default::default());
+        s.apply(ev("alias/app/wrong", vec![(0, "k1")]), Default::default());
+        s.apply(ev("alias/app/elsewhere", vec![(1, "k1")]), Default::default());
+        s.apply(ev("alias/app/busy", vec![(0, "k1")]), Default::default());
         let listing = vec![
             live("alias/app/ok", "k1"),
             live("alias/app/wrong", "k2"),

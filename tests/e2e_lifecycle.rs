@@ -150,3 +150,46 @@ async fn a_dead_letter_kafka_refuses_does_not_freeze_the_reader() {
     assert_eq!(d.metric("aliassync_dead_letters_total", &[("reason", "malformed_json")]).await, 1.0);
     assert!(matches!(d.get("/readyz").await, Some((200, _))));
 }
+
+/// DESIGN §2.1: one alias's records in two partitions (after partitions were added). A tombstone deletes what
+/// was produced before it and never what was produced after it, whichever partition the reader gets to first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_never_lets_an_older_record_of_another_partition_come_back() {
+    let id = unique("tomb");
+    let prefix = format!("alias/app/{id}/");
+    let topic = format!("desired-{id}");
+    create_topic(&topic, 2).await;
+    let cfg = one_target(&id);
+    let use1 = kms("us-east-1");
+    let k = create_key(&use1).await;
+    let d = Daemon::start(&cfg);
+    d.wait_ready().await;
+    wait_for("the lease", Duration::from_secs(30), || async { d.metric("aliassync_owned_targets", &[]).await == 1.0 })
+        .await;
+
+    let p = producer();
+    let now = now_ms();
+    // `old`: deleted on partition 1, then its record from a minute before the tombstone is read on partition 0
+    // (a rebuild that reads partition 1 first sees exactly this order).
+    let old = format!("{prefix}old");
+    send_at(&p, &topic, 1, &old, None, now).await;
+    send_at(&p, &topic, 0, &old, Some(&event(&old, 1, &[("use1", &k)])), now - 60_000).await;
+    // `new`: a tombstone from a minute ago, then a record produced after it: the record stands.
+    let new = format!("{prefix}new");
+    send_at(&p, &topic, 1, &new, None, now - 60_000).await;
+    send_at(&p, &topic, 0, &new, Some(&event(&new, 1, &[("use1", &k)])), now).await;
+    let last = format!("{prefix}last");
+    send_at(&p, &topic, 0, &last, Some(&event(&last, 1, &[("use1", &k)])), now).await;
+    wait_for("new and last converged", Duration::from_secs(60), || async {
+        let l = live(&use1, &prefix).await;
+        l.contains_key(&new) && l.contains_key(&last)
+    })
+    .await;
+    let l = live(&use1, &prefix).await;
+    assert!(!l.contains_key(&old), "the record produced before its tombstone came back: {l:?}");
+    assert_eq!(d.metric("aliassync_events_total", &[("outcome", "stale")]).await, 1.0);
+
+    // A rebuild reads the partitions in its own order and reaches the same desired state: nothing to do.
+    let (code, out, err) = tokio::task::block_in_place(|| cli(&cfg, &["plan"]));
+    assert_eq!(code, 0, "plan after convergence: {out}{err}");
+}

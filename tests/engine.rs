@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use aliassync::config::Mode;
-use aliassync::desired::Store;
+use aliassync::desired::{Origin, Store};
 use aliassync::event::{Body, Event, TargetId};
 use aliassync::provider::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
 use aliassync::reconcile::governed::Governed;
@@ -212,12 +212,16 @@ fn rig_opts(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
 impl Rig {
     fn apply(&self, alias: &str, rev: u64, targets: &[(TargetId, &str)]) {
         let body = Body::Present(targets.iter().map(|(t, k)| (*t, aliassync::keyid::KeyId::new(k))).collect());
-        let (_, changed) = self.store.write().unwrap().apply(Event { alias: alias.into(), revision: Some(rev), body });
+        let (_, changed) = self
+            .store
+            .write()
+            .unwrap()
+            .apply(Event { alias: alias.into(), revision: Some(rev), body }, Origin::default());
         self.engine.changed(alias, &changed);
     }
     fn absent(&self, alias: &str, rev: u64) {
         let ev = Event { alias: alias.into(), revision: Some(rev), body: Body::Absent };
-        let (_, changed) = self.store.write().unwrap().apply(ev);
+        let (_, changed) = self.store.write().unwrap().apply(ev, Origin::default());
         self.engine.changed(alias, &changed);
     }
     fn own_all(&self) {

@@ -16,31 +16,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
+use super::error_log::ErrorLog;
+
 /// At most one lease-consumer error log line per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Rate-limits a log line (not the work): admits one per interval, counting the ones it suppressed.
-struct ErrorLog {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl ErrorLog {
-    fn new(every: Duration) -> Self {
-        ErrorLog { every, last: None, suppressed: 0 }
-    }
-
-    /// Some(errors suppressed since the last admitted one) if this one may be logged.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
 
 pub struct LeaseContext {
     owned: watch::Sender<BTreeSet<i32>>,
@@ -189,17 +168,5 @@ mod tests {
         assert!(matches!(e, LeaseError::Fenced { .. }), "{e:?}");
         let e = classify_fatal("g", "h", RDKafkaErrorCode::Fatal, "something else".into());
         assert!(matches!(e, LeaseError::Fatal { .. }), "{e:?}");
-    }
-
-    #[test]
-    fn the_error_log_is_rate_limited_and_counts_what_it_suppressed() {
-        let mut l = ErrorLog::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(l.admit(t0), Some(0));
-        for i in 1..=99 {
-            assert_eq!(l.admit(t0 + Duration::from_millis(i * 10)), None);
-        }
-        assert_eq!(l.admit(t0 + Duration::from_secs(10)), Some(99));
-        assert_eq!(l.admit(t0 + Duration::from_secs(11)), None);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod dead_letter;
+mod error_log;
 pub mod leases;
 pub mod probe;
 pub mod snapshot;

@@ -20,8 +20,9 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::dead_letter::{DeadLetters, DutyQueue, Letter, QUEUE_BYTES};
+use super::error_log::ErrorLog;
 use super::lease_partition_of_desired;
-use crate::desired::{Outcome, Store};
+use crate::desired::{Origin, Outcome, Store};
 use crate::event::{Decoder, Invalid};
 use crate::reconcile::Engine;
 use crate::telemetry::metrics::metrics;
@@ -36,6 +37,8 @@ const REBUILD_CHECK: Duration = Duration::from_millis(100);
 /// Reading dead-letter progress: how long one attempt may hold the reader, and the pause between attempts.
 const DUTY_READ_TIMEOUT: Duration = Duration::from_secs(3);
 const DUTY_RETRY: Duration = Duration::from_secs(1);
+/// At most one consumer-error log line per this interval.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Remembered {
     offset: i64,
@@ -246,6 +249,7 @@ impl Table {
         let mut lag_tick = tokio::time::interval(Duration::from_secs(10));
         let mut rebuild_tick = tokio::time::interval(REBUILD_CHECK);
         let mut duty_retry = tokio::time::interval(DUTY_RETRY);
+        let mut errors = ErrorLog::new(ERROR_LOG_EVERY);
         loop {
             tokio::select! {
                 // The position passes offsets that deliver nothing (a commit marker) without a message.
@@ -257,15 +261,18 @@ impl Table {
                 }
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
-                        let (p, o) = (m.partition(), m.offset());
+                        let origin = super::snapshot::origin(&m);
+                        let o = m.offset();
                         let (key, value) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
                         drop(m);
-                        self.handle(p, o, key.as_deref(), value.as_deref());
+                        self.handle(origin, o, key.as_deref(), value.as_deref());
                     }
                     Err(e) => {
-                        // Broker restarts surface here; librdkafka reconnects by itself.
-                        tracing::warn!(error = %e, "desired-topic consumer error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        // Broker restarts surface here; librdkafka reconnects by itself. No pause per error:
+                        // errors queued while the broker was down would hold the reader back after it returns.
+                        if let Some(suppressed) = errors.admit(std::time::Instant::now()) {
+                            tracing::warn!(error = %e, suppressed, "desired-topic consumer error");
+                        }
                     }
                 },
                 r = self.leases.changed() => {
@@ -342,7 +349,8 @@ impl Table {
         metrics().source_lag.set(lag);
     }
 
-    fn handle(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+    fn handle(&mut self, origin: Origin, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let partition = origin.partition;
         self.positions.insert(partition, offset + 1);
         let m = metrics();
         match self.decoder.decode(key, value) {
@@ -350,7 +358,7 @@ impl Table {
                 let alias = ev.alias.clone();
                 let (outcome, changed) = {
                     let mut s = self.store.write().unwrap();
-                    let r = s.apply(ev);
+                    let r = s.apply(ev, origin);
                     for &t in &r.1 {
                         m.desired_aliases.with_label_values(&[&self.target_names[t as usize]]).set(s.count(t) as i64);
                     }

@@ -765,6 +765,19 @@ pub async fn send_to(p: &FutureProducer, topic: &str, partition: i32, key: &str,
     p.send(r, Duration::from_secs(60)).await.map_err(|(e, _)| e).unwrap();
 }
 
+/// Sends one record (None: a tombstone) to one partition with an explicit CreateTime.
+pub async fn send_at(p: &FutureProducer, topic: &str, partition: i32, key: &str, value: Option<&str>, ts_ms: i64) {
+    let mut r: FutureRecord<'_, str, str> = FutureRecord::to(topic).partition(partition).key(key).timestamp(ts_ms);
+    if let Some(v) = value {
+        r = r.payload(v);
+    }
+    p.send(r, Duration::from_secs(60)).await.map_err(|(e, _)| e).unwrap();
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
 /// (low, high) watermarks of one partition.
 pub fn watermarks(topic: &str, partition: i32) -> (i64, i64) {
     let c: BaseConsumer = kafka_client(&brokers(), &[]).create().unwrap();
