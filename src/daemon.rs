@@ -21,7 +21,7 @@ use crate::provider::{KmsAliases, SharedCredentials};
 use crate::reconcile::governed::Governed;
 use crate::reconcile::{Engine, EngineConfig, TargetSpec};
 use crate::source::dead_letter::DeadLetters;
-use crate::source::leases::{LeaseError, Leases};
+use crate::source::leases::{LeaseError, LeaseListener, Leases};
 use crate::source::probe::{self, ProbeError};
 use crate::source::table::{Table, TableArgs};
 use crate::source::{admin, client_config, lease_partition_of_target};
@@ -123,6 +123,36 @@ pub async fn run_with(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     run_inner(cfg, specs, stop, None).await
+}
+
+/// Lease partitions → the engine's targets, on the lease consumer's rebalance callbacks.
+struct EngineLeases {
+    engine: Engine,
+    target_partition: Vec<i32>,
+    drain: Duration,
+}
+
+impl EngineLeases {
+    fn targets(&self, partitions: &[i32]) -> Vec<TargetId> {
+        (0..self.target_partition.len())
+            .filter(|&i| partitions.contains(&self.target_partition[i]))
+            .map(|i| i as TargetId)
+            .collect()
+    }
+}
+
+impl LeaseListener for EngineLeases {
+    fn assigned(&self, partitions: &[i32]) {
+        self.engine.acquire(&self.targets(partitions));
+    }
+
+    fn revoking(&self, partitions: &[i32]) {
+        self.engine.release(&self.targets(partitions), self.drain);
+    }
+
+    fn lost(&self, partitions: &[i32]) {
+        self.engine.release(&self.targets(partitions), Duration::ZERO);
+    }
 }
 
 fn status_line(aliases: usize, owned: usize, targets: usize) -> String {
@@ -249,9 +279,21 @@ async fn run_inner(
     };
     let instance_id = cfg.instance_id();
     tracing::info!(group = %cfg.kafka.group_id, %instance_id, lease_partitions, "joining the lease group (static membership)");
-    let leases =
-        Leases::join(&base, &cfg.kafka.group_id, &instance_id, &lease_topic, cfg.kafka.lease_session_timeout_ms)
-            .map_err(RunError::Startup)?;
+    let target_partition: Vec<i32> = names.iter().map(|n| lease_partition_of_target(n, lease_partitions)).collect();
+    let listener = Arc::new(EngineLeases {
+        engine: engine.clone(),
+        target_partition: target_partition.clone(),
+        drain: Duration::from_secs(cfg.reconcile.drain_timeout_seconds),
+    });
+    let leases = Leases::join(
+        &base,
+        &cfg.kafka.group_id,
+        &instance_id,
+        &lease_topic,
+        cfg.kafka.lease_session_timeout_ms,
+        listener,
+    )
+    .map_err(RunError::Startup)?;
     // Every task the daemon cannot run without reports its end here; any end before shutdown is a failure.
     let (ends_tx, mut ends) = mpsc::unbounded_channel::<TaskEnd>();
     let (group, fenced_id) = (cfg.kafka.group_id.clone(), instance_id.clone());
@@ -270,9 +312,7 @@ async fn run_inner(
         Err(e) => Some(RunError::Failed(e.to_string())),
     });
     let sink_task = supervise("dead-letter sink", sink_task, &ends_tx, |()| None);
-    let target_partition: Vec<i32> = names.iter().map(|n| lease_partition_of_target(n, lease_partitions)).collect();
     let mut owned_rx = leases.owned.clone();
-    let eng = engine.clone();
     let owned_count = Arc::new(AtomicUsize::new(0));
     let (oc, ready_now, st) = (owned_count.clone(), ready_rx.clone(), store.clone());
     let owner_task = tokio::spawn(async move {
@@ -284,7 +324,7 @@ async fn run_inner(
                     .map(|i| i as TargetId)
                     .collect()
             };
-            eng.set_owned(&owned);
+            // Leases are gained and released by the rebalance callbacks (EngineLeases); this only reports.
             oc.store(owned.len(), Ordering::Relaxed);
             if *ready_now.borrow() {
                 let n = st.read().map(|s| s.len()).unwrap_or(0);

@@ -154,3 +154,93 @@ async fn topics_that_exist_are_read_not_created() {
     assert_eq!(logs.matches("topic exists; not creating it").count(), 2, "{logs}");
     assert!(!logs.contains("created topic"), "{logs}");
 }
+
+/// Hand-over: a rebalance moves a target while its old owner's write is in flight. The old owner stops
+/// starting calls and releases the lease only once that write has landed, so the new owner's first call (its
+/// listing) comes after it: no stale write can land after the new owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_lands() {
+    let emu = Emulator::start();
+    let id = unique("handover");
+    let prefix = format!("alias/app/{id}/");
+    let names = targets_on(2, &[0, 1]);
+    let regions = ["us-east-1", "us-west-2"];
+    let endpoint = format!("endpoint = \"{}\"", emu.url);
+    let targets: Vec<(&str, &str, &str)> =
+        names.iter().zip(regions).map(|(n, r)| (n.as_str(), r, endpoint.as_str())).collect();
+    let cfg = DaemonConfig { lease_partitions: 2, ..DaemonConfig::for_id(&id, &targets) };
+    create_topic(&cfg.topic, 1).await;
+    let a = Daemon::start_as(&cfg, &format!("{id}-a"));
+    a.wait_ready().await;
+    wait_for("a owns both targets", Duration::from_secs(30), || async { owned(&a).await.len() == 2 }).await;
+
+    let alias = format!("{prefix}x");
+    let mut k1 = Vec::new();
+    let mut k2 = Vec::new();
+    for r in regions {
+        k1.push(emu.key("aws", "AKIDEXAMPLE", r).await);
+        k2.push(emu.key("aws", "AKIDEXAMPLE", r).await);
+    }
+    let ev = |keys: &[String], rev| {
+        let t: Vec<(&str, &str)> = names.iter().map(String::as_str).zip(keys.iter().map(String::as_str)).collect();
+        event(&alias, rev, &t)
+    };
+    let p = producer();
+    send(&p, &cfg.topic, Some(&alias), Some(&ev(&k1, 1))).await;
+    wait_for("x on k1 in both regions", Duration::from_secs(30), || async {
+        let mut ok = true;
+        for (r, k) in regions.iter().zip(&k1) {
+            ok &= emu.aliases("aws", r, &prefix).await.get(&alias) == Some(k);
+        }
+        ok
+    })
+    .await;
+
+    // Re-pointing takes 6 s in the cloud: both of a's updates are in flight when b joins.
+    const WRITE: Duration = Duration::from_secs(6);
+    let rule = serde_json::json!({"cloud": "aws", "latency_ms": WRITE.as_millis() as u64, "latency_operations": ["UpdateAlias"]});
+    emu.admin(reqwest::Method::POST, "faults", Some(rule)).await;
+    let listed_before: Vec<u64> = {
+        let mut v = Vec::new();
+        for r in regions {
+            v.push(emu.calls("aws", r).await.get("ListAliases").map_or(0, |c| c.0));
+        }
+        v
+    };
+    send(&p, &cfg.topic, Some(&alias), Some(&ev(&k2, 2))).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = a.again_as(&cfg, &format!("{id}-b"));
+
+    // Per region: when a's write landed (x on k2) and when b first listed the target.
+    let mut landed: [Option<Duration>; 2] = [None, None];
+    let mut listed: [Option<Duration>; 2] = [None, None];
+    while t0.elapsed() < Duration::from_secs(40) && (landed.contains(&None) || listed.iter().all(Option::is_none)) {
+        for (i, r) in regions.iter().enumerate() {
+            if landed[i].is_none() && emu.aliases("aws", r, &prefix).await.get(&alias) == Some(&k2[i]) {
+                landed[i] = Some(t0.elapsed());
+            }
+            let calls = emu.calls("aws", r).await.get("ListAliases").map_or(0, |c| c.0);
+            if listed[i].is_none() && calls > listed_before[i] {
+                listed[i] = Some(t0.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let moved = owned(&b).await;
+    assert_eq!(moved.len(), 1, "b should hold one of the two targets: {moved:?}\n{}", b.logs());
+    let i = names.iter().position(|n| *n == moved[0]).unwrap();
+    let (landed, listed) = (landed[i].expect("a's write landed"), listed[i].expect("b listed the moved target"));
+    eprintln!(
+        "figure: a's write to {} landed {landed:?} after the event; b's first call there came {listed:?} after it",
+        moved[0]
+    );
+    assert!(
+        listed >= landed,
+        "the new owner called the cloud ({listed:?}) before the old owner's write landed ({landed:?}):\n{}",
+        a.logs()
+    );
+    assert!(a.logs().contains("waiting for in-flight reconciles"), "{}", a.logs());
+    // The other target stayed with a, and its write landed too.
+    assert_eq!(owned(&a).await, vec![names[1 - i].clone()]);
+}

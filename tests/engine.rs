@@ -727,3 +727,48 @@ async fn probe_now_resumes_a_paused_target_at_once() {
     assert!(took < Duration::from_secs(1), "probed at once: {took:?}");
     assert!(r.sink.0.lock().unwrap().is_empty());
 }
+
+/// A revocation closes the lease gate at once and waits for the reconciles in flight (bounded): the
+/// daemon's rebalance callback releases the lease only when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_waits_for_in_flight_reconciles_and_no_call_starts_after_it() {
+    let o = Opts { concurrency: 2, ..Opts::default() };
+    let r = rig_opts("release", 1, 1000.0, &[], &[], Duration::from_secs(3600), o);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    let hang = Duration::from_millis(1500);
+    r.fakes[0].0.lock().unwrap().hang_writes = Some(hang);
+    r.apply("alias/app/r0", 1, &[(0, K1)]);
+    r.apply("alias/app/r1", 1, &[(0, K1)]);
+    wait_until(|| r.fakes[0].calls("create") == 2).await;
+
+    // No wait: both still in flight.
+    let eng = r.engine.clone();
+    assert_eq!(tokio::task::spawn_blocking(move || eng.release(&[0], Duration::ZERO)).await.unwrap(), 2);
+    // Changes after the revocation start nothing, even once the lease is gained and lost again.
+    r.apply("alias/app/r2", 1, &[(0, K1)]);
+    let (eng, t0) = (r.engine.clone(), std::time::Instant::now());
+    let left = tokio::task::spawn_blocking(move || eng.release(&[0], Duration::from_secs(10))).await.unwrap();
+    let waited = t0.elapsed();
+    assert_eq!(left, 0, "release returned with reconciles in flight");
+    assert!(waited >= Duration::from_millis(1000) && waited < Duration::from_secs(5), "waited {waited:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.fakes[0].calls("create"), 2, "a call started after the lease was revoked");
+    assert!(!r.engine.status()[0].owned);
+
+    // The bound: a call that outlives the wait is reported, not waited for forever.
+    r.own_all();
+    wait_until(|| r.fakes[0].calls("create") >= 3).await;
+    let eng = r.engine.clone();
+    let left = tokio::task::spawn_blocking(move || eng.release(&[0], Duration::from_millis(100))).await.unwrap();
+    assert!(left >= 1, "{left}");
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "condition not met in 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -63,6 +63,9 @@ pub struct FaultRule {
     /// Extra random latency, uniform in 0..=jitter_ms.
     #[serde(default)]
     pub jitter_ms: u64,
+    /// Operations the latency applies to (as the cloud spells them); empty = every operation.
+    #[serde(default)]
+    pub latency_operations: Vec<String>,
     #[serde(default)]
     pub errors: Vec<ErrorRule>,
     /// Requests per second allowed per operation class, per account+region (the clouds' quota unit).
@@ -199,6 +202,9 @@ impl Faults {
         let mut rng = rand::rng();
         for r in rules.iter().filter(|r| r.rule.matches(info)) {
             early.outage = early.outage.or(r.rule.outage);
+            if !r.rule.latency_operations.is_empty() && !r.rule.latency_operations.contains(&info.operation) {
+                continue;
+            }
             let jitter = if r.rule.jitter_ms > 0 { rng.random_range(0..=r.rule.jitter_ms) } else { 0 };
             // The largest delay of the matching rules, not their sum: a region rule refines a cloud rule.
             early.latency = early.latency.max(Duration::from_millis(r.rule.latency_ms + jitter));
@@ -287,6 +293,14 @@ mod tests {
             _ => panic!("expected an injected error"),
         }
         assert!(matches!(f.late(&info("CreateAlias", OpClass::Write, "r1")), Late::Pass));
+    }
+
+    #[test]
+    fn latency_can_be_narrowed_to_operations() {
+        let f = Faults::default();
+        f.set(rule(serde_json::json!({"cloud": "aws", "latency_ms": 700, "latency_operations": ["UpdateAlias"]})));
+        assert_eq!(f.early(&info("UpdateAlias", OpClass::Write, "r1")).latency, Duration::from_millis(700));
+        assert_eq!(f.early(&info("ListAliases", OpClass::Read, "r1")).latency, Duration::ZERO);
     }
 
     #[test]

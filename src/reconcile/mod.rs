@@ -11,7 +11,7 @@ mod target;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -103,6 +103,42 @@ struct Target {
     paused: Mutex<Option<policy::PauseReason>>,
     /// Probe a paused target now (SIGHUP: the credentials may have been fixed).
     probe_now: Notify,
+    /// The lease gate: a reconcile starts only while the lease is held, and a revocation waits on
+    /// `gate_idle` for the ones in flight, so the next owner's writes never race the old owner's.
+    gate: Mutex<Gate>,
+    gate_idle: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    owned: bool,
+    /// Reconciles started and not finished (each may make several calls).
+    calls: usize,
+}
+
+/// One reconcile in flight, counted in its target's gate until dropped (finished or aborted).
+struct CallGuard(Arc<Target>);
+
+impl CallGuard {
+    /// None when the target's lease is not held: no call may start.
+    fn enter(t: &Arc<Target>) -> Option<CallGuard> {
+        let mut g = t.gate.lock().unwrap();
+        if !g.owned {
+            return None;
+        }
+        g.calls += 1;
+        Some(CallGuard(t.clone()))
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let mut g = self.0.gate.lock().unwrap_or_else(|e| e.into_inner());
+        g.calls -= 1;
+        if g.calls == 0 {
+            self.0.gate_idle.notify_all();
+        }
+    }
 }
 
 /// One alias in a target's live view.
@@ -208,6 +244,8 @@ impl Engine {
                     wakeups: AtomicU64::new(0),
                     paused: Mutex::new(None),
                     probe_now: Notify::new(),
+                    gate: Mutex::new(Gate::default()),
+                    gate_idle: Condvar::new(),
                 })
             })
             .collect();
@@ -253,16 +291,66 @@ impl Engine {
         self.inner.rebuilt.send_replace(true);
     }
 
-    /// The targets this instance now holds the lease for.
+    /// The targets this instance now holds the lease for (the others are released without waiting).
     pub fn set_owned(&self, owned: &HashSet<TargetId>) {
-        for t in &self.inner.targets {
-            let now = owned.contains(&t.id);
-            let was = t.owned.send_replace(now);
-            if was != now {
-                tracing::info!(target_name = %t.name, owned = now, "target lease {}", if now { "acquired" } else { "released" });
-            }
+        let (held, gone): (Vec<TargetId>, Vec<TargetId>) =
+            self.inner.targets.iter().map(|t| t.id).partition(|id| owned.contains(id));
+        self.acquire(&held);
+        self.release(&gone, Duration::ZERO);
+    }
+
+    /// Leases gained: the targets list and work.
+    pub fn acquire(&self, ids: &[TargetId]) {
+        for t in ids.iter().filter_map(|&id| self.inner.targets.get(id as usize)) {
+            t.gate.lock().unwrap().owned = true;
+            set_lease(t, true);
         }
-        metrics().owned_targets.set(owned.len() as i64);
+        self.count_owned();
+    }
+
+    /// Leases being revoked: no reconcile starts for these targets from now on, and this waits (at most
+    /// `wait`; not at all once the daemon drains, which waited already) for the ones in flight, so the
+    /// caller releases the leases only when this instance's writes have landed. Returns how many were
+    /// still in flight when it gave up. Blocks the thread: librdkafka's rebalance callback calls it.
+    pub fn release(&self, ids: &[TargetId], wait: Duration) -> usize {
+        let targets: Vec<&Arc<Target>> = ids.iter().filter_map(|&id| self.inner.targets.get(id as usize)).collect();
+        for t in &targets {
+            t.gate.lock().unwrap().owned = false;
+            set_lease(t, false);
+        }
+        self.count_owned();
+        let wait = if *self.inner.shutdown.borrow() { Duration::ZERO } else { wait };
+        let busy: usize = targets.iter().map(|t| t.gate.lock().unwrap().calls).sum();
+        if busy == 0 {
+            return 0;
+        }
+        tracing::info!(
+            calls = busy,
+            wait_ms = wait.as_millis() as u64,
+            "lease revoked: waiting for in-flight reconciles before releasing it"
+        );
+        let deadline = std::time::Instant::now() + wait;
+        let mut left = 0;
+        for t in &targets {
+            let mut g = t.gate.lock().unwrap();
+            while g.calls > 0 {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                g = t.gate_idle.wait_timeout(g, deadline - now).unwrap().0;
+            }
+            if g.calls > 0 {
+                tracing::warn!(target_name = %t.name, calls = g.calls, "drain timeout: releasing the lease with reconciles still in flight");
+            }
+            left += g.calls;
+        }
+        left
+    }
+
+    fn count_owned(&self) {
+        let n = self.inner.targets.iter().filter(|t| *t.owned.borrow()).count();
+        metrics().owned_targets.set(n as i64);
     }
 
     /// Paused targets probe at once instead of at their next backoff (SIGHUP: credentials were reloaded).
@@ -315,6 +403,13 @@ impl Engine {
                 }
             })
             .collect()
+    }
+}
+
+/// Flips a target's lease (the target task follows the watch).
+fn set_lease(t: &Target, owned: bool) {
+    if t.owned.send_replace(owned) != owned {
+        tracing::info!(target_name = %t.name, owned, "target lease {}", if owned { "acquired" } else { "released" });
     }
 }
 

@@ -14,7 +14,8 @@ use super::decide::{decide, decide_unknown, Action};
 use super::policy::{self, PauseReason, Verdict};
 use super::queue::Done;
 use super::{
-    unix_now, DriftStatus, Inner, Live, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY, RECENT_FAILURES,
+    unix_now, CallGuard, DriftStatus, Inner, Live, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY,
+    RECENT_FAILURES,
 };
 use crate::config::Mode;
 use crate::drift::Kind;
@@ -251,10 +252,13 @@ async fn work(
         if !paused {
             let mut q = t.queue.lock().unwrap();
             while inflight.len() < t.concurrency {
+                // The lease is checked per call, under the gate a revocation closes and waits on.
+                let Some(guard) = CallGuard::enter(t) else { break };
                 let Some((alias, attempts)) = q.pop(Instant::now()) else { break };
                 let (inner, t2, a) = (inner.clone(), t.clone(), alias.clone());
                 let h = inflight.spawn(async move {
                     let done = reconcile_one(&inner, &t2, &a, attempts).await;
+                    drop(guard);
                     (a, done)
                 });
                 running.insert(h.id(), alias);

@@ -21,24 +21,60 @@ use super::error_log::ErrorLog;
 /// At most one lease-consumer error log line per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Who acts on lease changes, called on librdkafka's rebalance callbacks, in order.
+pub trait LeaseListener: Send + Sync + 'static {
+    fn assigned(&self, partitions: &[i32]);
+    /// Stop work on these partitions and wait (bounded) for what is in flight: the partitions go to the
+    /// next owner when this returns.
+    fn revoking(&self, partitions: &[i32]);
+    /// Already gone (fenced out): stop work on them now; there is nothing left to wait for.
+    fn lost(&self, partitions: &[i32]);
+}
+
 pub struct LeaseContext {
     owned: watch::Sender<BTreeSet<i32>>,
+    listener: Arc<dyn LeaseListener>,
 }
 
 impl ClientContext for LeaseContext {}
 
+/// Runs a blocking wait from a rebalance callback: on a runtime worker (the poller's `recv`) other tasks,
+/// the in-flight reconciles among them, move to other threads meanwhile.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
 impl ConsumerContext for LeaseContext {
+    /// Before a revocation takes effect: the partitions are handed over only once this returns, so the
+    /// listener's wait for in-flight calls keeps the next owner from writing before they land.
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = partitions(tpl);
+            self.owned.send_modify(|s| {
+                for p in &parts {
+                    s.remove(p);
+                }
+            });
+            blocking(|| self.listener.revoking(&parts));
+        }
+    }
+
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        // Incremental under the cooperative protocol: Assign adds partitions, Revoke removes them.
+        // Incremental under the cooperative protocol: Assign adds partitions, Revoke removed them (above).
         match rebalance {
             Rebalance::Assign(tpl) => {
-                self.owned.send_modify(|s| s.extend(tpl.elements().iter().map(|e| e.partition())))
+                let parts = partitions(tpl);
+                self.owned.send_modify(|s| s.extend(parts.iter().copied()));
+                self.listener.assigned(&parts);
             }
-            Rebalance::Revoke(tpl) => self.owned.send_modify(|s| {
-                for e in tpl.elements() {
-                    s.remove(&e.partition());
-                }
-            }),
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "lease rebalance error"),
         }
         tracing::info!(lease_partitions = ?*self.owned.borrow(), "lease assignment changed");
@@ -82,6 +118,7 @@ impl Leases {
         instance_id: &str,
         topic: &str,
         session_timeout_ms: u32,
+        listener: Arc<dyn LeaseListener>,
     ) -> Result<Leases, String> {
         let (tx, rx) = watch::channel(BTreeSet::new());
         let consumer: StreamConsumer<LeaseContext> = base
@@ -92,7 +129,7 @@ impl Leases {
             .set("session.timeout.ms", session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (session_timeout_ms / 4).max(500).to_string())
             .set("enable.auto.commit", "false")
-            .create_with_context(LeaseContext { owned: tx })
+            .create_with_context(LeaseContext { owned: tx, listener })
             .map_err(|e| format!("lease consumer: {e}"))?;
         consumer.subscribe(&[topic]).map_err(|e| format!("subscribe {topic}: {e}"))?;
         Ok(Leases { consumer: Arc::new(consumer), group: group_id.into(), instance_id: instance_id.into(), owned: rx })
@@ -125,7 +162,8 @@ impl Leases {
                 }
                 if let Some((code, reason)) = c.client().fatal_error() {
                     // The leases are gone: stop reconciling now, not when the daemon has shut down.
-                    c.context().owned.send_replace(BTreeSet::new());
+                    let gone: Vec<i32> = c.context().owned.send_replace(BTreeSet::new()).into_iter().collect();
+                    c.context().listener.lost(&gone);
                     return Err(classify_fatal(&group, &instance_id, code, reason));
                 }
             }
