@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::names::ProviderKind;
 use crate::secret::Secret;
 
 pub const DEFAULT_PATH: &str = "/etc/aliassync/aliassync.toml";
@@ -137,24 +138,6 @@ impl Default for ReconcileConfig {
             backoff_max_ms: default_backoff_max_ms(),
             consistency_retries: default_consistency_retries(),
             drain_timeout_seconds: default_drain_timeout(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Aws,
-    Alibaba,
-    Huawei,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Aws => "aws",
-            ProviderKind::Alibaba => "alibaba",
-            ProviderKind::Huawei => "huawei",
         }
     }
 }
@@ -469,7 +452,7 @@ impl Config {
             let key = format!("ownership.managed_prefixes[{i}]");
             if !pre.starts_with("alias/") || pre.len() <= "alias/".len() {
                 bad(&key, "must start with \"alias/\" and name something under it", "use e.g. \"alias/app/\"");
-            } else if crate::event::is_reserved(pre) {
+            } else if crate::names::is_reserved(pre) {
                 bad(&key, "is a reserved cloud-managed prefix", "remove alias/aws/ and alias/acs/ prefixes");
             } else if !pre.ends_with('/') {
                 bad(&key, "does not end with \"/\"", "end it with \"/\" so alias/app does not also own alias/apple");

@@ -5,17 +5,11 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::config::{Config, ProviderKind};
+use crate::config::Config;
+pub use crate::names::{is_managed, is_reserved, key_id_shape_ok, ProviderKind, RESERVED_PREFIXES};
 
 /// Index of a configured target (targets are few; u16 keeps desired-state entries small).
 pub type TargetId = u16;
-
-/// Aliases no daemon may touch: the clouds' own managed aliases.
-pub const RESERVED_PREFIXES: [&str; 2] = ["alias/aws/", "alias/acs/"];
-
-pub fn is_reserved(alias: &str) -> bool {
-    RESERVED_PREFIXES.iter().any(|p| alias.starts_with(p))
-}
 
 /// A valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,66 +227,11 @@ impl Decoder {
     }
 }
 
-/// The ownership guard: under a managed prefix, a valid name, never a reserved one.
-pub fn is_managed(prefixes: &[String], alias: &str) -> bool {
-    !is_reserved(alias) && check_alias_name(alias).is_ok() && prefixes.iter().any(|p| alias.starts_with(p.as_str()))
-}
-
-/// The intersection of the three clouds' rules: `alias/` + 1..=250 of [A-Za-z0-9/_-] (256 in all).
+/// The intersection of the three clouds' rules (see [`crate::names::alias_name_problem`]).
 pub fn check_alias_name(alias: &str) -> Result<(), Invalid> {
-    let Some(rest) = alias.strip_prefix("alias/") else {
-        return Err(invalid(Reason::BadAliasName, format!("{alias:?} does not start with alias/")));
-    };
-    if rest.is_empty() || alias.len() > 256 {
-        return Err(invalid(Reason::BadAliasName, "alias must be 7-256 characters"));
-    }
-    if let Some(c) = rest.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'))) {
-        return Err(invalid(Reason::BadAliasName, format!("{alias:?} contains {c:?}; allowed: A-Z a-z 0-9 / _ -")));
-    }
-    Ok(())
-}
-
-fn is_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
-        && s.split('-').map(str::len).eq([8, 4, 4, 4, 12])
-        && s.split('-').all(is_hex)
-}
-
-fn is_aws_key_id(s: &str) -> bool {
-    is_uuid(s) || s.strip_prefix("mrk-").is_some_and(|h| h.len() == 32 && is_hex(h))
-}
-
-/// Key id shapes per provider: what each cloud accepts as the alias target.
-pub fn key_id_shape_ok(provider: ProviderKind, id: &str) -> bool {
-    match provider {
-        ProviderKind::Aws => {
-            if let Some(arn) = id.strip_prefix("arn:") {
-                // arn:<partition>:kms:<region>:<account>:key/<key-id>
-                let parts: Vec<&str> = arn.splitn(5, ':').collect();
-                parts.len() == 5
-                    && parts[0].starts_with("aws")
-                    && parts[1] == "kms"
-                    && !parts[2].is_empty()
-                    && parts[3].len() == 12
-                    && parts[3].bytes().all(|b| b.is_ascii_digit())
-                    && parts[4].strip_prefix("key/").is_some_and(is_aws_key_id)
-            } else {
-                is_aws_key_id(id)
-            }
-        }
-        ProviderKind::Alibaba => {
-            is_uuid(id)
-                || id
-                    .strip_prefix("key-")
-                    .is_some_and(|r| (8..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()))
-        }
-        ProviderKind::Huawei => is_uuid(id),
+    match crate::names::alias_name_problem(alias) {
+        Some(p) => Err(invalid(Reason::BadAliasName, p)),
+        None => Ok(()),
     }
 }
 
