@@ -24,6 +24,13 @@ async fn owned_set(d: &Daemon) -> BTreeSet<String> {
     owned(d).await.into_iter().collect()
 }
 
+/// A target's lifecycle state on one instance, from /status.
+async fn state_of(d: &Daemon, target: &str) -> String {
+    let st = status(d).await;
+    let t = st["targets"].as_array().unwrap().iter().find(|t| t["name"] == target).cloned().unwrap_or_default();
+    t["state"].as_str().unwrap_or_default().to_string()
+}
+
 /// Target names whose lease partitions (mod `p`) are `want` (one name per wanted partition).
 fn targets_on(p: i32, want: &[i32]) -> Vec<String> {
     want.iter()
@@ -215,7 +222,17 @@ async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_l
     // Per region: when a's write landed (x on k2) and when b first listed the target.
     let mut landed: [Option<Duration>; 2] = [None, None];
     let mut listed: [Option<Duration>; 2] = [None, None];
+    // The states a reported for each target meanwhile.
+    let mut a_states: [BTreeSet<String>; 2] = Default::default();
     while t0.elapsed() < Duration::from_secs(40) && (landed.contains(&None) || listed.iter().all(Option::is_none)) {
+        if let Some((_, s)) = a.get("/status").await {
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+            for t in v["targets"].as_array().into_iter().flatten() {
+                if let Some(i) = names.iter().position(|n| t["name"] == n.as_str()) {
+                    a_states[i].insert(t["state"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
         for (i, r) in regions.iter().enumerate() {
             if landed[i].is_none() && emu.aliases("aws", r, &prefix).await.get(&alias) == Some(&k2[i]) {
                 landed[i] = Some(t0.elapsed());
@@ -241,6 +258,65 @@ async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_l
         a.logs()
     );
     assert!(a.logs().contains("waiting for in-flight reconciles"), "{}", a.logs());
+    // a's side of the hand-over: draining while its write was in flight, then waiting; the other target ran on.
+    assert!(a_states[i].contains("draining"), "a's states for the moved target: {:?}", a_states[i]);
+    assert_eq!(state_of(&a, &names[i]).await, "waiting");
+    assert_eq!(state_of(&a, &names[1 - i]).await, "running");
+    wait_for("b runs the moved target", Duration::from_secs(20), || async {
+        state_of(&b, &names[i]).await == "running"
+    })
+    .await;
     // The other target stayed with a, and its write landed too.
     assert_eq!(owned(&a).await, vec![names[1 - i].clone()]);
+}
+
+/// Listing → Waiting: the lease goes while the first listing runs (the fault that interrupts it). The old owner
+/// drops the listing; the new owner lists, queues what changed meanwhile against an unknown live state, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_interrupted_by_a_lease_loss_is_dropped_and_the_new_owner_lists_and_runs() {
+    let emu = Emulator::start();
+    let id = unique("listloss");
+    let prefix = format!("alias/app/{id}/");
+    let names = targets_on(2, &[0, 1]);
+    let regions = ["us-east-1", "us-west-2"];
+    let endpoint = format!("endpoint = \"{}\"", emu.url);
+    let targets: Vec<(&str, &str, &str)> =
+        names.iter().zip(regions).map(|(n, r)| (n.as_str(), r, endpoint.as_str())).collect();
+    let cfg = DaemonConfig { lease_partitions: 2, ..DaemonConfig::for_id(&id, &targets) };
+    create_topic(&cfg.topic, 1).await;
+    // Every listing takes 5 s.
+    let rule = serde_json::json!({"cloud": "aws", "latency_ms": 5000, "latency_operations": ["ListAliases"]});
+    emu.admin(reqwest::Method::POST, "faults", Some(rule)).await;
+    let a = Daemon::start_as(&cfg, &format!("{id}-a"));
+    a.wait_ready().await;
+    wait_for("a lists both targets", Duration::from_secs(20), || async {
+        state_of(&a, &names[0]).await == "listing" && state_of(&a, &names[1]).await == "listing"
+    })
+    .await;
+    let b = a.again_as(&cfg, &format!("{id}-b"));
+    b.wait_ready().await;
+    wait_for("one target moved to b", Duration::from_secs(20), || async { owned(&b).await.len() == 1 }).await;
+    let moved = owned(&b).await.remove(0);
+    let i = names.iter().position(|n| *n == moved).unwrap();
+    assert_eq!(state_of(&a, &moved).await, "waiting", "a dropped its listing of the moved target");
+    // Published while b lists the target: applied right after its listing.
+    let keys = [emu.key("aws", "AKIDEXAMPLE", regions[0]).await, emu.key("aws", "AKIDEXAMPLE", regions[1]).await];
+    let alias = format!("{prefix}x");
+    let t: Vec<(&str, &str)> = names.iter().map(String::as_str).zip(keys.iter().map(String::as_str)).collect();
+    send(&producer(), &cfg.topic, Some(&alias), Some(&event(&alias, 1, &t))).await;
+    assert_eq!(state_of(&b, &moved).await, "listing");
+    wait_for("b runs the moved target", Duration::from_secs(20), || async { state_of(&b, &moved).await == "running" })
+        .await;
+    wait_for("x converged in both regions", Duration::from_secs(30), || async {
+        let mut ok = true;
+        for (r, k) in regions.iter().zip(&keys) {
+            ok &= emu.aliases("aws", r, &prefix).await.get(&alias) == Some(k);
+        }
+        ok
+    })
+    .await;
+    assert_eq!(state_of(&a, &names[1 - i]).await, "running");
+    // a listed the moved target at most once (the dropped listing), b once.
+    let lists = emu.calls("aws", regions[i]).await.get("ListAliases").map_or(0, |c| c.0);
+    assert!(lists <= 2, "{lists} listings of the moved target");
 }

@@ -65,6 +65,8 @@ async fn expired_token_for_30s_pauses_the_target_without_dead_letters_and_it_con
     assert!(emu.aliases("aws", "us-east-1", &prefix).await.is_empty());
     let st = status(&d).await;
     assert_eq!(st["targets"][0]["paused"], "credentials_expired", "{st}");
+    assert_eq!(st["targets"][0]["state"], "paused", "{st}");
+    assert_eq!(d.metric("aliassync_target_state", &[("target", "use1"), ("state", "paused")]).await, 1.0);
 
     emu.admin(Method::DELETE, "faults", None).await;
     let back = Instant::now();
@@ -73,8 +75,15 @@ async fn expired_token_for_30s_pauses_the_target_without_dead_letters_and_it_con
     eprintln!("figure: expired token 30 s; converged {:.1} s after the cloud accepted again", took.as_secs_f64());
     assert!(took <= Duration::from_secs(30), "converged {took:?} after the cloud accepted");
     assert_eq!(d.metric("aliassync_target_paused", &[("target", "use1")]).await, 0.0);
+    assert_eq!(status(&d).await["targets"][0]["state"], "running");
     assert_eq!(d.metric("aliassync_dead_letters_total", &[("reason", "reconcile_failed")]).await, 0.0);
     assert!(d.logs().contains("target paused"), "the pause is logged");
+    let logs = d.logs();
+    let transitions: Vec<&str> = logs.lines().filter(|l| l.contains("target state")).collect();
+    assert!(
+        transitions.iter().any(|l| l.contains("\"paused\"") && l.contains("\"running\"")),
+        "the transition paused → running is logged: {transitions:#?}"
+    );
     assert!(!d.logs().contains("wJalrXUtnFEMI"), "no secret in the log");
 }
 

@@ -3,6 +3,7 @@
 //! with the live one (from the target's listing plus our own writes) and make at most the writes needed.
 
 pub mod bucket;
+pub mod controller;
 pub mod decide;
 pub mod governed;
 pub mod policy;
@@ -11,7 +12,7 @@ mod target;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -98,46 +99,27 @@ struct Target {
     failed: Mutex<HashMap<Box<str>, tokio::time::Instant>>,
     /// Iterations of the worker loop: a stalled target must not spin (see `TargetStatus::loop_wakeups`).
     wakeups: AtomicU64,
-    /// Set while the target is paused (credentials or permissions refused): no writes, no dead letters,
-    /// a probe with backoff resumes it.
-    paused: Mutex<Option<policy::PauseReason>>,
     /// Probe a paused target now (SIGHUP: the credentials may have been fixed).
     probe_now: Notify,
-    /// The lease gate: a reconcile starts only while the lease is held, and a revocation waits on
-    /// `gate_idle` for the ones in flight, so the next owner's writes never race the old owner's.
-    gate: Mutex<Gate>,
-    gate_idle: Condvar,
+    /// The lifecycle state, the pause and the lease gate, under one lock: a reconcile starts only while
+    /// the lease is held, and a revocation waits for the ones in flight, so the next owner's writes
+    /// never race this one's.
+    ctl: controller::Controller,
 }
 
-#[derive(Debug, Default)]
-struct Gate {
-    owned: bool,
-    /// Reconciles started and not finished (each may make several calls).
-    calls: usize,
-}
-
-/// One reconcile in flight, counted in its target's gate until dropped (finished or aborted).
+/// One reconcile in flight, counted in its target's controller until dropped (finished or aborted).
 struct CallGuard(Arc<Target>);
 
 impl CallGuard {
-    /// None when the target's lease is not held: no call may start.
+    /// None when the target's lease is not held (or the daemon stops): no call may start.
     fn enter(t: &Arc<Target>) -> Option<CallGuard> {
-        let mut g = t.gate.lock().unwrap();
-        if !g.owned {
-            return None;
-        }
-        g.calls += 1;
-        Some(CallGuard(t.clone()))
+        t.ctl.enter_call().then(|| CallGuard(t.clone()))
     }
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        let mut g = self.0.gate.lock().unwrap_or_else(|e| e.into_inner());
-        g.calls -= 1;
-        if g.calls == 0 {
-            self.0.gate_idle.notify_all();
-        }
+        self.0.ctl.leave_call();
     }
 }
 
@@ -196,6 +178,8 @@ pub struct TargetStatus {
     pub prune: bool,
     pub drift: Option<DriftStatus>,
     pub recent_failures: Vec<PermanentFailure>,
+    /// Where the target is in its lifecycle on this instance.
+    pub state: controller::State,
     /// Why the target is paused (`credentials_expired`, `access_denied`, ...); absent when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<&'static str>,
@@ -226,7 +210,6 @@ impl Engine {
                 assert_eq!(s.id as usize, i, "target ids are dense and ordered");
                 Arc::new(Target {
                     id: s.id,
-                    name: s.name,
                     provider: s.provider,
                     concurrency: s.concurrency.max(1),
                     mode: s.mode,
@@ -242,10 +225,9 @@ impl Engine {
                     drifted: Mutex::new(HashMap::new()),
                     failed: Mutex::new(HashMap::new()),
                     wakeups: AtomicU64::new(0),
-                    paused: Mutex::new(None),
                     probe_now: Notify::new(),
-                    gate: Mutex::new(Gate::default()),
-                    gate_idle: Condvar::new(),
+                    ctl: controller::Controller::new(&s.name),
+                    name: s.name,
                 })
             })
             .collect();
@@ -302,7 +284,7 @@ impl Engine {
     /// Leases gained: the targets list and work.
     pub fn acquire(&self, ids: &[TargetId]) {
         for t in ids.iter().filter_map(|&id| self.inner.targets.get(id as usize)) {
-            t.gate.lock().unwrap().owned = true;
+            t.ctl.set_owned(true);
             set_lease(t, true);
         }
         self.count_owned();
@@ -315,12 +297,12 @@ impl Engine {
     pub fn release(&self, ids: &[TargetId], wait: Duration) -> usize {
         let targets: Vec<&Arc<Target>> = ids.iter().filter_map(|&id| self.inner.targets.get(id as usize)).collect();
         for t in &targets {
-            t.gate.lock().unwrap().owned = false;
+            t.ctl.set_owned(false);
             set_lease(t, false);
         }
         self.count_owned();
         let wait = if *self.inner.shutdown.borrow() { Duration::ZERO } else { wait };
-        let busy: usize = targets.iter().map(|t| t.gate.lock().unwrap().calls).sum();
+        let busy: usize = targets.iter().map(|t| t.ctl.calls()).sum();
         if busy == 0 {
             return 0;
         }
@@ -332,18 +314,11 @@ impl Engine {
         let deadline = std::time::Instant::now() + wait;
         let mut left = 0;
         for t in &targets {
-            let mut g = t.gate.lock().unwrap();
-            while g.calls > 0 {
-                let now = std::time::Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                g = t.gate_idle.wait_timeout(g, deadline - now).unwrap().0;
+            let calls = t.ctl.wait_idle(deadline);
+            if calls > 0 {
+                tracing::warn!(target_name = %t.name, calls, "drain timeout: releasing the lease with reconciles still in flight");
             }
-            if g.calls > 0 {
-                tracing::warn!(target_name = %t.name, calls = g.calls, "drain timeout: releasing the lease with reconciles still in flight");
-            }
-            left += g.calls;
+            left += calls;
         }
         left
     }
@@ -356,7 +331,7 @@ impl Engine {
     /// Paused targets probe at once instead of at their next backoff (SIGHUP: credentials were reloaded).
     pub fn probe_paused(&self) {
         for t in &self.inner.targets {
-            if t.paused.lock().unwrap().is_some() {
+            if t.ctl.paused().is_some() {
                 tracing::info!(target_name = %t.name, "probing the paused target now");
                 t.probe_now.notify_one();
             }
@@ -366,6 +341,9 @@ impl Engine {
     /// Stops taking work, lets in-flight reconciles finish within `timeout`, then returns.
     pub async fn shutdown(&self, timeout: Duration) {
         self.inner.shutdown.send_replace(true);
+        for t in &self.inner.targets {
+            t.ctl.stop();
+        }
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap());
         let all = futures::future::join_all(tasks);
         if tokio::time::timeout(timeout + Duration::from_secs(1), all).await.is_err() {
@@ -398,7 +376,8 @@ impl Engine {
                     prune: t.prune,
                     drift: t.drift.lock().unwrap().clone(),
                     recent_failures: t.failures.lock().unwrap().iter().cloned().collect(),
-                    paused: t.paused.lock().unwrap().map(|r| r.as_str()),
+                    state: t.ctl.state(),
+                    paused: t.ctl.paused().map(|r| r.as_str()),
                     loop_wakeups: t.wakeups.load(Ordering::Relaxed),
                 }
             })

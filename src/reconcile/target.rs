@@ -10,6 +10,7 @@ use backon::BackoffBuilder;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
+use super::controller::Phase;
 use super::decide::{decide, decide_unknown, Action};
 use super::policy::{self, PauseReason, Verdict};
 use super::queue::Done;
@@ -28,6 +29,7 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
     let mut rebuilt_rx = inner.rebuilt.subscribe();
     let mut shut_rx = inner.shutdown.subscribe();
     loop {
+        t.ctl.set_phase(Phase::Waiting);
         // Wait for the lease and the rebuilt desired state.
         loop {
             if *shut_rx.borrow_and_update() {
@@ -43,6 +45,7 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
             }
         }
         seed_paused(&t);
+        t.ctl.set_phase(Phase::Listing);
         let started = Instant::now();
         let listing = tokio::select! {
             l = list_until_ok(&inner, &t) => l,
@@ -53,6 +56,7 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
             _ = shut_rx.changed() => return,
         };
         install_listing(&inner, &t, listing, started.elapsed());
+        t.ctl.set_phase(Phase::Running);
         let stopping = work(&inner, &t, &mut owned_rx, &mut shut_rx).await;
         t.queue.lock().unwrap().clear();
         t.live.lock().unwrap().clear();
@@ -92,7 +96,7 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
                 }
                 let d = backoff.next().unwrap_or(super::queue::RETRY_CEILING);
                 tracing::warn!(target_name = %t.name, error = %e, retry_in_ms = d.as_millis() as u64, "listing failed");
-                if t.paused.lock().unwrap().is_some() {
+                if t.ctl.paused().is_some() {
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
                         _ = t.probe_now.notified() => {}
@@ -240,7 +244,7 @@ async fn work(
     let mut probe_at: Option<Instant> = None;
     let mut probe: Option<tokio::task::JoinHandle<Result<(), ProviderError>>> = None;
     let stopping = loop {
-        let paused = t.paused.lock().unwrap().is_some();
+        let paused = t.ctl.paused().is_some();
         if !paused {
             (probe_backoff, probe_at) = (None, None);
         } else if probe.is_none() && probe_at.is_none() {
@@ -378,7 +382,7 @@ fn clear_gauges(t: &Target) {
     let _ = m.target_lag_events.remove_label_values(&[&t.name]);
     let _ = m.target_lag_seconds.remove_label_values(&[&t.name]);
     // Owner-only like the others: the next owner reports whether the target is paused.
-    *t.paused.lock().unwrap() = None;
+    t.ctl.resume();
     for r in PauseReason::ALL {
         let _ = m.target_paused.remove_label_values(&[&t.name, r.as_str()]);
     }
@@ -397,12 +401,9 @@ fn seed_paused(t: &Target) {
 
 /// Pauses the target for `reason` (or changes the reason): no writes, no dead letters, a probe resumes it.
 fn pause(t: &Target, reason: PauseReason, e: &ProviderError) {
-    let mut p = t.paused.lock().unwrap();
-    if *p == Some(reason) {
-        return;
-    }
+    let Some(old) = t.ctl.pause(reason) else { return };
     let m = metrics();
-    if let Some(old) = *p {
+    if let Some(old) = old {
         m.target_paused.with_label_values(&[&t.name, old.as_str()]).set(0);
     } else {
         tracing::error!(
@@ -413,12 +414,11 @@ fn pause(t: &Target, reason: PauseReason, e: &ProviderError) {
         );
     }
     m.target_paused.with_label_values(&[&t.name, reason.as_str()]).set(1);
-    *p = Some(reason);
 }
 
 /// A probe or listing succeeded: the target works again, parked aliases first.
 fn resume(t: &Target) {
-    let Some(reason) = t.paused.lock().unwrap().take() else { return };
+    let Some(reason) = t.ctl.resume() else { return };
     metrics().target_paused.with_label_values(&[&t.name, reason.as_str()]).set(0);
     tracing::info!(target_name = %t.name, reason = reason.as_str(), "target resumed: the cloud accepts its credentials again");
     t.notify.notify_one();
@@ -466,11 +466,11 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
             Done::Success
         }
         Err(e) => {
-            let paused = t.paused.lock().unwrap().is_some();
+            let paused = t.ctl.paused().is_some();
             let (verdict, e) = match policy::on_call(e.class, attempts, inner.cfg.consistency_retries, paused) {
                 Verdict::CheckAccess => match t.provider.probe(&inner.cfg.managed_prefixes).await {
                     // Denied for this key only (a key policy): the alias's problem.
-                    Ok(()) if t.paused.lock().unwrap().is_none() => (Verdict::DeadLetter, e),
+                    Ok(()) if t.ctl.paused().is_none() => (Verdict::DeadLetter, e),
                     Ok(()) => (Verdict::Park, e),
                     Err(pe) => match policy::on_keyless_call(pe.class) {
                         Some(reason) => (Verdict::Pause(reason), pe),

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub target_lag_seconds: GaugeVec,
     /// 1 while an owned target is paused for a credential or authorisation failure, by reason; 0 otherwise.
     pub target_paused: IntGaugeVec,
+    /// 1 for the state each target is in on this instance (waiting, listing, running, paused, draining).
+    pub target_state: IntGaugeVec,
     pub owned_targets: IntGauge,
     pub build_info: IntGaugeVec,
     pub rate_limit: GaugeVec,
@@ -137,6 +139,11 @@ impl Metrics {
                 "target_paused",
                 "1 while the target is paused by a credential or authorisation failure (no writes, no dead letters; a probe resumes it), by reason (owner only).",
                 &["target", "reason"],
+            ),
+            target_state: gauge(
+                "target_state",
+                "1 for the lifecycle state the target is in on this instance (waiting, listing, running, paused, draining), 0 for the others.",
+                &["target", "state"],
             ),
             owned_targets: reg(
                 &r,
