@@ -1,14 +1,18 @@
 //! The desired-state store: alias → revision + per-target key, rebuilt from the compacted topic.
 //! Pure data: `apply` returns which targets an event changed; it knows nothing of queues or clouds.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::event::{Body, Event, TargetId};
 use crate::keyid::KeyId;
 
 // aHash: randomly keyed like std's SipHash (no hash flooding from producers), several times faster.
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+// Insertion-ordered (entries are never removed, so an index stays valid): walks resume at an index, which
+// lets them release the lock between chunks.
+type Map<K, V> = indexmap::IndexMap<K, V, ahash::RandomState>;
+
+/// Entries a walk reads per lock hold: the reader (the only writer) waits at most this long.
+pub const WALK_CHUNK: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -128,6 +132,17 @@ impl Store {
             .map(|(a, _)| a.as_ref())
     }
 
+    /// From entry `from` on, at most `max` entries: the aliases desired in `target` with their key, and
+    /// where the next chunk starts (None at the end).
+    fn chunk_in(&self, target: TargetId, from: usize, max: usize) -> (Vec<(Arc<str>, KeyId)>, Option<usize>) {
+        let end = from.saturating_add(max).min(self.entries.len());
+        let out = self.entries.get_range(from..end).into_iter().flat_map(|s| s.iter()).filter_map(|(a, e)| {
+            let i = e.targets.binary_search_by_key(&target, |(t, _)| *t).ok()?;
+            Some((Arc::from(&**a), e.targets[i].1.clone()))
+        });
+        (out.collect(), (end < self.entries.len()).then_some(end))
+    }
+
     /// Every alias with its revision and desired keys by target (empty: absent everywhere).
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &[(TargetId, KeyId)])> + '_ {
         self.entries.iter().map(|(a, e)| (a.as_ref(), e.revision, &e.targets[..]))
@@ -143,6 +158,20 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Walks the aliases desired in `target` (with their key) holding the lock one chunk at a time, so the
+/// reader applies events meanwhile: a walk over a million aliases never stalls it. Entries added during
+/// the walk may be missed or seen (their own change queues them anyway).
+pub fn walk_target(store: &RwLock<Store>, target: TargetId, mut f: impl FnMut(Arc<str>, KeyId)) {
+    let mut from = Some(0);
+    while let Some(i) = from {
+        let (chunk, next) = store.read().unwrap_or_else(|e| e.into_inner()).chunk_in(target, i, WALK_CHUNK);
+        for (a, k) in chunk {
+            f(a, k);
+        }
+        from = next;
     }
 }
 
@@ -313,5 +342,28 @@ mod tests {
         assert_eq!(s.apply(absent("a", None), at(10)), (Outcome::Applied, vec![0]));
         assert_eq!(s.apply(ev("a", Some(2), &[(0, "k2")]), at(5)), (Outcome::Applied, vec![0]));
         assert_eq!(s.desired("a", 0).as_deref(), Some("k2"));
+    }
+
+    #[test]
+    fn a_walk_sees_every_alias_of_its_target_and_lets_writers_in_between_chunks() {
+        let store = RwLock::new(Store::new(2));
+        let n = WALK_CHUNK * 2 + 17;
+        for i in 0..n {
+            let t: &[(TargetId, &str)] = if i % 3 == 0 { &[(0, "k"), (1, "k")] } else { &[(1, "k")] };
+            store.write().unwrap().apply(ev(&format!("a{i}"), Some(1), t), Origin::default());
+        }
+        let mut seen = 0;
+        let mut chunks_with_writes = 0;
+        walk_target(&store, 0, |a, k| {
+            assert!(a.starts_with('a') && k.to_string() == "k");
+            seen += 1;
+            // The lock is free between entries of the callback: a writer gets in.
+            if let Ok(mut w) = store.try_write() {
+                w.apply0(ev(&format!("late{seen}"), Some(1), &[(1, "k")]));
+                chunks_with_writes += 1;
+            }
+        });
+        assert_eq!(seen, n.div_ceil(3));
+        assert_eq!(chunks_with_writes, seen);
     }
 }

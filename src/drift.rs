@@ -2,10 +2,11 @@
 //! scans (jittered, through the target's read quota) and feeds repairs to its work queue.
 
 use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-use crate::desired::Store;
+use crate::desired::{walk_target, Store, WALK_CHUNK};
 use crate::event::TargetId;
 use crate::provider::LiveAlias;
 
@@ -56,9 +57,10 @@ impl Report {
 
 /// Compares a listing with the desired state of `target`. `may_touch` is the ownership guard;
 /// `skip` holds aliases changing right now (queued, in flight, or written since the listing began),
-/// whose listed value may be stale; `matches` is the provider's key-id equality.
+/// whose listed value may be stale; `matches` is the provider's key-id equality. The store is locked one
+/// chunk at a time (the reader applies events in between), the callbacks run outside its lock.
 pub fn compare(
-    store: &Store,
+    store: &RwLock<Store>,
     target: TargetId,
     listing: &[LiveAlias],
     may_touch: impl Fn(&str) -> bool,
@@ -67,44 +69,50 @@ pub fn compare(
 ) -> Report {
     let mut drifted = Vec::new();
     let mut seen = HashSet::with_capacity(listing.len());
-    for a in listing {
-        if !may_touch(&a.name) {
-            continue;
-        }
-        seen.insert(a.name.as_str());
-        if skip(&a.name) {
-            continue;
-        }
-        let live = a.key_id.as_deref();
-        match (store.desired(&a.name, target), live) {
-            (Some(d), Some(l)) if matches(&d, l) => {}
-            (Some(d), _) => drifted.push(Drifted {
-                alias: a.name.clone(),
-                kind: Kind::WrongKey,
-                desired: Some(d.to_string()),
-                live: live.map(str::to_string),
-                unknown: false,
-            }),
-            (None, _) => drifted.push(Drifted {
-                alias: a.name.clone(),
-                kind: Kind::Orphan,
-                desired: None,
-                live: live.map(str::to_string),
-                unknown: !store.knows(&a.name),
-            }),
+    for chunk in listing.chunks(WALK_CHUNK) {
+        let desired: Vec<(Option<Arc<str>>, bool)> = {
+            let s = store.read().unwrap_or_else(|e| e.into_inner());
+            chunk.iter().map(|a| (s.desired(&a.name, target), s.knows(&a.name))).collect()
+        };
+        for (a, (desired, knows)) in chunk.iter().zip(desired) {
+            if !may_touch(&a.name) {
+                continue;
+            }
+            seen.insert(a.name.as_str());
+            if skip(&a.name) {
+                continue;
+            }
+            let live = a.key_id.as_deref();
+            match (desired, live) {
+                (Some(d), Some(l)) if matches(&d, l) => {}
+                (Some(d), _) => drifted.push(Drifted {
+                    alias: a.name.clone(),
+                    kind: Kind::WrongKey,
+                    desired: Some(d.to_string()),
+                    live: live.map(str::to_string),
+                    unknown: false,
+                }),
+                (None, _) => drifted.push(Drifted {
+                    alias: a.name.clone(),
+                    kind: Kind::Orphan,
+                    desired: None,
+                    live: live.map(str::to_string),
+                    unknown: !knows,
+                }),
+            }
         }
     }
-    for alias in store.aliases_in(target) {
-        if !seen.contains(alias) && may_touch(alias) && !skip(alias) {
+    walk_target(store, target, |alias, key| {
+        if !seen.contains(&*alias) && may_touch(&alias) && !skip(&alias) {
             drifted.push(Drifted {
                 alias: alias.to_string(),
                 kind: Kind::Missing,
-                desired: store.desired(alias, target).map(|k| k.to_string()),
+                desired: Some(key.to_string()),
                 live: None,
                 unknown: false,
             });
         }
-    }
+    });
     drifted.sort_by(|a, b| a.alias.cmp(&b.alias));
     Report { drifted }
 }
@@ -138,6 +146,7 @@ mod tests {
             live("alias/app/stray", "k3"),
             live("alias/other/x", "k3"),
         ];
+        let s = RwLock::new(s);
         let r = compare(&s, 0, &listing, |a| a.starts_with("alias/app/"), |a| a == "alias/app/busy", |a, b| a == b);
         let got: Vec<(&str, Kind, bool)> = r.drifted.iter().map(|d| (d.alias.as_str(), d.kind, d.unknown)).collect();
         assert_eq!(

@@ -38,6 +38,7 @@ pub async fn plan(cfg: &Config, json_out: bool, only: Option<&str>) -> Result<bo
     let (store, counts) = read_desired(cfg).await?;
     let specs = build_targets(cfg).map_err(|e| e.to_string())?;
     let prefixes = &cfg.ownership.managed_prefixes;
+    let locked = std::sync::RwLock::new(store);
     let mut out = Vec::new();
     let mut drifted = false;
     let mut errors = Vec::new();
@@ -50,7 +51,7 @@ pub async fn plan(cfg: &Config, json_out: bool, only: Option<&str>) -> Result<bo
             }
         };
         let r = drift::compare(
-            &store,
+            &locked,
             s.id,
             &listing,
             |a| is_managed(prefixes, a),
@@ -60,6 +61,7 @@ pub async fn plan(cfg: &Config, json_out: bool, only: Option<&str>) -> Result<bo
         drifted |= !r.drifted.is_empty();
         out.push((s.name.clone(), cfg.targets[&s.name].prune, r));
     }
+    let store = locked.into_inner().unwrap_or_else(|e| e.into_inner());
     if json_out {
         let targets: Vec<_> = out
             .iter()

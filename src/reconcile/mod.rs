@@ -352,12 +352,17 @@ impl Engine {
     }
 
     pub fn status(&self) -> Vec<TargetStatus> {
-        let store = self.inner.store.read().unwrap();
+        // The counts under the store lock, briefly; nothing else of /status needs it.
+        let desired: Vec<usize> = {
+            let store = self.inner.store.read().unwrap();
+            self.inner.targets.iter().map(|t| store.count(t.id)).collect()
+        };
         let now = tokio::time::Instant::now();
         self.inner
             .targets
             .iter()
-            .map(|t| {
+            .zip(desired)
+            .map(|(t, desired)| {
                 let q = t.queue.lock().unwrap();
                 let (lag_events, lag) = q.lag(now);
                 TargetStatus {
@@ -367,7 +372,7 @@ impl Engine {
                         Mode::Enforce => "enforce",
                         Mode::Observe => "observe",
                     },
-                    desired: store.count(t.id),
+                    desired,
                     queue_depth: q.len(),
                     in_progress: q.in_progress(),
                     lag_events,

@@ -114,19 +114,21 @@ async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAl
 /// live aliases are orphans: reported, and deleted only with `prune`.
 fn install_listing(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration) {
     apply_scan(inner, t, listing, took, true);
-    let store = inner.store.read().unwrap();
     let now = Instant::now();
-    let mut q = t.queue.lock().unwrap();
-    for a in store.aliases_in(t.id) {
-        q.add(Arc::from(a), now);
-    }
-    for a in t.live.lock().unwrap().keys() {
-        if store.knows(a) && store.desired(a, t.id).is_none() {
-            q.add(Arc::from(&**a), now);
+    // Neither walk holds the store (or the queue) for more than a chunk: the reader applies events meanwhile.
+    crate::desired::walk_target(&inner.store, t.id, |a, _| t.queue.lock().unwrap().add(a, now));
+    let live: Vec<Arc<str>> = t.live.lock().unwrap().keys().map(|a| Arc::from(&**a)).collect();
+    for chunk in live.chunks(crate::desired::WALK_CHUNK) {
+        let gone: Vec<&Arc<str>> = {
+            let store = inner.store.read().unwrap();
+            chunk.iter().filter(|a| store.knows(a) && store.desired(a, t.id).is_none()).collect()
+        };
+        let mut q = t.queue.lock().unwrap();
+        for a in gone {
+            q.add(a.clone(), now);
         }
     }
     *t.listed_at.lock().unwrap() = Some(unix_now());
-    drop(q);
     t.notify.notify_one();
 }
 
@@ -136,11 +138,10 @@ fn install_listing(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Dur
 fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration, first: bool) {
     let m = metrics();
     let writes = t.writes_during_scan.lock().unwrap().take().unwrap_or_default();
-    let store = inner.store.read().unwrap();
-    let mut q = t.queue.lock().unwrap();
-    let busy = |a: &str| q.contains(a) || writes.contains(a);
+    // Locks per call, not across the scan: engine.changed (the reader) needs the queue meanwhile.
+    let busy = |a: &str| writes.contains(a) || t.queue.lock().unwrap().contains(a);
     let report = crate::drift::compare(
-        &store,
+        &inner.store,
         t.id,
         &listing,
         |a| inner.cfg.may_touch(a),
@@ -148,7 +149,6 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
         |d, l| t.provider.key_matches(d, l),
     );
     {
-        let mut live = t.live.lock().unwrap();
         let mut fresh: HashMap<Box<str>, Live> = HashMap::with_capacity(listing.len());
         for a in listing {
             if inner.cfg.may_touch(&a.name) && !busy(&a.name) {
@@ -157,17 +157,18 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
                 }
             }
         }
+        // Changes consumed during the first listing: unknown, not absent (absent dropped deletions).
+        let queued: Vec<Arc<str>> =
+            if first { t.queue.lock().unwrap().aliases().cloned().collect() } else { Vec::new() };
+        let mut live = t.live.lock().unwrap();
         // Aliases changing right now keep the value our own writes left.
         for (a, k) in live.drain() {
             if busy(&a) {
                 fresh.insert(a, k);
             }
         }
-        // Changes consumed during the first listing: unknown, not absent (absent dropped deletions).
-        if first {
-            for a in q.aliases().filter(|a| inner.cfg.may_touch(a)) {
-                fresh.entry(Box::from(&**a)).or_insert(Live::Unknown);
-            }
+        for a in queued.iter().filter(|a| inner.cfg.may_touch(a)) {
+            fresh.entry(Box::from(&**a)).or_insert(Live::Unknown);
         }
         *live = fresh;
     }
@@ -200,6 +201,7 @@ fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration
     if t.mode == Mode::Enforce {
         let now = Instant::now();
         let failed = t.failed.lock().unwrap();
+        let mut q = t.queue.lock().unwrap();
         for d in &report.drifted {
             let recently_failed = failed.get(d.alias.as_str()).is_some_and(|at| now.duration_since(*at) < FAILED_RETRY);
             let unpruned_orphan = d.kind == Kind::Orphan && d.unknown && !t.prune;
