@@ -352,43 +352,6 @@ async fn sighup_reloads_credentials_and_log_level_and_a_failed_reload_keeps_the_
 
 // ----- Kafka SASL -----
 
-struct Sasl {
-    brokers: String,
-    user: String,
-    password: String,
-}
-
-fn sasl() -> Sasl {
-    Sasl {
-        brokers: env_or_explain("KAFKA_SASL_BROKERS"),
-        user: env_or_explain("KAFKA_SASL_USER"),
-        password: env_file_secret("KAFKA_SASL_PASSWORD_FILE"),
-    }
-}
-
-impl Sasl {
-    fn client(&self) -> ClientConfig {
-        kafka_client(
-            &self.brokers,
-            &[
-                ("security.protocol", "SASL_PLAINTEXT"),
-                ("sasl.mechanism", "SCRAM-SHA-512"),
-                ("sasl.username", &self.user),
-                ("sasl.password", &self.password),
-            ],
-        )
-    }
-
-    /// `[kafka.properties]` for the daemon, the password from `file:kafka-password` ($CREDENTIALS_DIRECTORY).
-    fn properties(&self) -> String {
-        format!(
-            "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
-             \"sasl.username\" = \"{}\"\n\"sasl.password\" = \"file:kafka-password\"\n",
-            self.user
-        )
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sasl_scram_sha512_connects_with_the_file_password_and_fails_cleanly_with_a_wrong_one() {
     let s = sasl();

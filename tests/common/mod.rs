@@ -854,3 +854,53 @@ impl Daemon {
         assert!(ok, "kill -{sig} {pid}");
     }
 }
+
+// ----- Kafka SASL -----
+
+/// The SASL/SCRAM-SHA-512 broker of tests/support/kafka-sasl.sh and one of its users.
+pub struct Sasl {
+    pub brokers: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// Its `aliassync` user (a super user).
+pub fn sasl() -> Sasl {
+    Sasl {
+        brokers: env_or_explain("KAFKA_SASL_BROKERS"),
+        user: env_or_explain("KAFKA_SASL_USER"),
+        password: env_file_secret("KAFKA_SASL_PASSWORD_FILE"),
+    }
+}
+
+/// Its `restricted` user: READ/WRITE/DESCRIBE on `acl-*` topics, READ/DESCRIBE on `acl-*` groups, no CREATE.
+pub fn sasl_restricted() -> Sasl {
+    Sasl {
+        brokers: env_or_explain("KAFKA_SASL_BROKERS"),
+        user: env_or_explain("KAFKA_SASL_RESTRICTED_USER"),
+        password: env_file_secret("KAFKA_SASL_RESTRICTED_PASSWORD_FILE"),
+    }
+}
+
+impl Sasl {
+    pub fn client(&self) -> ClientConfig {
+        kafka_client(
+            &self.brokers,
+            &[
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", &self.user),
+                ("sasl.password", &self.password),
+            ],
+        )
+    }
+
+    /// `[kafka.properties]` for the daemon, the password from `file:kafka-password` ($CREDENTIALS_DIRECTORY).
+    pub fn properties(&self) -> String {
+        format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+             \"sasl.username\" = \"{}\"\n\"sasl.password\" = \"file:kafka-password\"\n",
+            self.user
+        )
+    }
+}
