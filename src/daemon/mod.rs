@@ -3,29 +3,31 @@
 //! talks to systemd (READY/STATUS/RELOADING/STOPPING/WATCHDOG). Nothing here knows a wire format.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, Problem, ProviderKind};
+use crate::config::{Config, ConfigError, Problem};
 use crate::desired::Store;
 use crate::event::{Decoder, TargetId};
-use crate::provider::alibaba::AlibabaKms;
-use crate::provider::aws::AwsKms;
-use crate::provider::huawei::HuaweiKms;
-use crate::provider::{KmsAliases, SharedCredentials};
-use crate::reconcile::governed::Governed;
 use crate::reconcile::{Engine, EngineConfig, TargetSpec};
 use crate::source::dead_letter::DeadLetters;
 use crate::source::leases::{LeaseError, LeaseListener, Leases};
 use crate::source::probe::{self, ProbeError};
 use crate::source::table::{Table, TableArgs};
 use crate::source::{admin, client_config, lease_partition_of_target};
-use crate::telemetry::{logging, notify};
+use crate::telemetry::notify;
+
+mod reload;
+mod supervise;
+mod targets;
+
+pub use reload::{needs_restart, Reloader};
+use supervise::{supervise, TaskEnd};
+pub use targets::{build_reloadable_targets, build_targets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -36,61 +38,6 @@ pub enum RunError {
     /// A critical task (reader, leases, ownership, dead letters) ended or panicked while the daemon ran.
     #[error("{0}")]
     Failed(String),
-}
-
-/// Builds each target's provider, wrapped in its rate limits and instrumentation.
-pub fn build_targets(cfg: &Config) -> Result<Vec<TargetSpec>, RunError> {
-    build_reloadable_targets(cfg).map(|(specs, _)| specs)
-}
-
-/// [`build_targets`], plus each target's swappable credentials (by target name) for SIGHUP reloads.
-pub fn build_reloadable_targets(
-    cfg: &Config,
-) -> Result<(Vec<TargetSpec>, BTreeMap<String, SharedCredentials>), RunError> {
-    let creds = cfg.resolve_credentials()?;
-    let mut specs = Vec::new();
-    let mut handles = BTreeMap::new();
-    for (i, (name, t)) in cfg.targets.iter().enumerate() {
-        let timeout = Duration::from_secs_f64(t.request_timeout_seconds);
-        let c = creds[name].clone();
-        let startup = |e: String| RunError::Startup(format!("target {name}: {e}"));
-        let (raw, handle): (Arc<dyn KmsAliases>, SharedCredentials) = match t.provider {
-            ProviderKind::Aws => {
-                let p = AwsKms::new(&t.region, t.endpoint.as_deref(), t.signing_service.as_deref(), c, timeout)
-                    .map_err(startup)?;
-                let h = p.credentials();
-                (Arc::new(p), h)
-            }
-            ProviderKind::Alibaba => {
-                let p = AlibabaKms::new(&t.region, t.endpoint.as_deref(), c, timeout).map_err(startup)?;
-                let h = p.credentials();
-                (Arc::new(p), h)
-            }
-            ProviderKind::Huawei => {
-                let p = HuaweiKms::new(
-                    &t.region,
-                    t.endpoint.as_deref(),
-                    t.project_id.as_deref().unwrap_or_default(),
-                    t.alias_prefix(),
-                    c,
-                    timeout,
-                )
-                .map_err(startup)?;
-                let h = p.credentials();
-                (Arc::new(p), h)
-            }
-        };
-        handles.insert(name.clone(), handle);
-        specs.push(TargetSpec {
-            id: i as TargetId,
-            name: name.clone(),
-            provider: Arc::new(Governed::new(raw, name, t.provider.as_str(), t.write_rate(), t.read_rate())),
-            concurrency: t.concurrency,
-            mode: t.mode,
-            prune: t.prune,
-        });
-    }
-    Ok((specs, handles))
 }
 
 /// `aliassync run`: the daemon on its own multi-threaded runtime until SIGTERM/SIGINT. `path` is the config
@@ -111,7 +58,7 @@ pub async fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     let stop = shutdown_signal();
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
     let (specs, credentials) = build_reloadable_targets(&cfg)?;
-    let reloader = Reloader { path: path.to_owned(), running: cfg.clone(), credentials };
+    let reloader = Reloader::new(path.to_owned(), cfg.clone(), credentials);
     run_inner(cfg, specs, stop, Some((reloader, hangup))).await
 }
 
@@ -450,62 +397,6 @@ async fn run_inner(
     }
 }
 
-/// How a supervised task ended: which task, and the error the daemon exits with.
-struct TaskEnd {
-    task: &'static str,
-    error: Option<RunError>,
-    panic: Option<String>,
-}
-
-impl TaskEnd {
-    fn into_error(self) -> RunError {
-        match (self.error, self.panic) {
-            (Some(e), _) => e,
-            (None, Some(p)) => RunError::Failed(format!("the {} task panicked: {p}", self.task)),
-            (None, None) => RunError::Failed(format!("the {} task ended", self.task)),
-        }
-    }
-}
-
-/// Aborts the watched task when its watcher is aborted or dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Watches `inner`, a task that should run until shutdown: its end (a return, judged by `verdict`, or a panic)
-/// is reported on `ends`. Aborting the returned handle aborts `inner` and reports nothing.
-fn supervise<T: Send + 'static>(
-    task: &'static str,
-    inner: JoinHandle<T>,
-    ends: &mpsc::UnboundedSender<TaskEnd>,
-    verdict: impl FnOnce(T) -> Option<RunError> + Send + 'static,
-) -> JoinHandle<()> {
-    let ends = ends.clone();
-    // Owned by the future from the start: a watcher aborted before its first poll still aborts `inner`.
-    let guard = AbortOnDrop(inner.abort_handle());
-    tokio::spawn(async move {
-        let _guard = guard;
-        let end = match inner.await {
-            Ok(v) => TaskEnd { task, error: verdict(v), panic: None },
-            Err(e) if e.is_panic() => {
-                let p = e.into_panic();
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".into());
-                TaskEnd { task, error: None, panic: Some(msg) }
-            }
-            Err(_) => return, // cancelled: shutdown
-        };
-        let _ = ends.send(end);
-    })
-}
-
 /// Registers the SIGTERM and SIGINT handlers now (so neither kills the process during start-up) and resolves
 /// on the first of them.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
@@ -517,196 +408,5 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    }
-}
-
-/// SIGHUP: re-reads the config file for what can change without a restart, i.e. every target's credentials
-/// (`env:` / `file:`) and `log.level`. Everything else (Kafka settings, prefixes, targets added or removed,
-/// endpoints, rate limits, …) is compared with the running configuration and reported as needing a restart.
-pub struct Reloader {
-    path: PathBuf,
-    /// The configuration the daemon started with.
-    running: Config,
-    credentials: BTreeMap<String, SharedCredentials>,
-}
-
-impl Reloader {
-    pub fn new(path: PathBuf, running: Config, credentials: BTreeMap<String, SharedCredentials>) -> Self {
-        Reloader { path, running, credentials }
-    }
-
-    /// Applies what it can and logs what it did (never a secret); returns a one-line summary. A part that
-    /// fails keeps its old value and logs an error naming the config key.
-    pub fn reload(&self) -> String {
-        tracing::info!(config = %self.path.display(), "SIGHUP: reloading credentials and log level");
-        let new = match Config::load(&self.path) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(config = %self.path.display(), error = %e, "reload failed: the config file is invalid; keeping the running credentials and log level");
-                return "reload failed: invalid config (see log)".into();
-            }
-        };
-        let mut failed = 0usize;
-        match logging::set_level(&new.log.level) {
-            Ok(logging::LevelChange::Changed { from, to }) => {
-                tracing::info!(key = "log.level", %from, %to, "reload: log level changed")
-            }
-            Ok(logging::LevelChange::OverriddenByEnv) => {
-                tracing::warn!(key = "log.level", "reload: RUST_LOG is set and wins over log.level; level unchanged")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failed += 1;
-                tracing::error!(key = "log.level", error = %e, "reload: cannot apply the log level; keeping the old one");
-            }
-        }
-        let (mut reloaded, mut changed) = (0usize, 0usize);
-        for (name, handle) in &self.credentials {
-            let key = format!("targets.{name}.credentials");
-            let Some(t) = new.targets.get(name) else {
-                tracing::warn!(target_name = %name, "reload: target removed from the config; it keeps running until a restart");
-                continue;
-            };
-            match crate::secret::SecretRef::parse(&t.credentials).and_then(|r| r.load_credentials()) {
-                Ok(c) => {
-                    let did_change = handle.replace(c);
-                    reloaded += 1;
-                    changed += usize::from(did_change);
-                    // The reference (env:NAME / file:PATH) is not a secret; the values never appear.
-                    tracing::info!(target_name = %name, %key, source = %t.credentials, changed = did_change, "reload: credentials reloaded");
-                }
-                Err(e) => {
-                    failed += 1;
-                    tracing::error!(target_name = %name, %key, error = %e, "reload: cannot load credentials; keeping the old ones");
-                }
-            }
-        }
-        let restart = needs_restart(&self.running, &new);
-        if !restart.is_empty() {
-            tracing::warn!(keys = %restart.join(", "), "reload: these settings changed but only apply after a restart");
-        }
-        let mut summary = format!("reloaded credentials of {reloaded} targets ({changed} changed)");
-        if failed > 0 {
-            summary.push_str(&format!(", {failed} failed"));
-        }
-        if !restart.is_empty() {
-            summary.push_str(&format!(", restart pending for {}", restart.join(", ")));
-        }
-        tracing::info!(reloaded, changed, failed, "reload done");
-        summary
-    }
-}
-
-/// Config keys (sections, or target tables) that differ between the running and the re-read config and can
-/// only take effect through a restart. Credentials and `log.level` are excluded: SIGHUP applies them.
-pub fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
-    fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
-        // Debug shows every field (secret values are never in Config, only env:/file: references).
-        format!("{a:?}") != format!("{b:?}")
-    }
-    let mut out = Vec::new();
-    let k = (&running.kafka, &new.kafka);
-    for (name, d) in [
-        ("kafka.brokers", differs(&k.0.brokers, &k.1.brokers)),
-        ("kafka.topic", differs(&k.0.topic, &k.1.topic)),
-        ("kafka.group_id", differs(&k.0.group_id, &k.1.group_id)),
-        ("kafka.properties", differs(&k.0.properties, &k.1.properties)),
-        ("kafka (other settings)", {
-            let strip = |c: &crate::config::KafkaConfig| {
-                let mut c = c.clone();
-                c.brokers.clear();
-                c.topic.clear();
-                c.group_id.clear();
-                c.properties.clear();
-                c
-            };
-            differs(&strip(k.0), &strip(k.1))
-        }),
-        ("ownership", differs(&running.ownership, &new.ownership)),
-        ("metrics", differs(&running.metrics, &new.metrics)),
-        ("drift", differs(&running.drift, &new.drift)),
-        ("reconcile", differs(&running.reconcile, &new.reconcile)),
-        ("log.format", differs(&running.log.format, &new.log.format)),
-    ] {
-        if d {
-            out.push(name.to_string());
-        }
-    }
-    for (name, t) in &running.targets {
-        match new.targets.get(name) {
-            None => out.push(format!("targets.{name} (removed)")),
-            Some(n) => {
-                let (mut a, mut b) = (t.clone(), n.clone());
-                a.credentials.clear();
-                b.credentials.clear();
-                if differs(&a, &b) {
-                    out.push(format!("targets.{name}"));
-                }
-            }
-        }
-    }
-    for name in new.targets.keys().filter(|n| !running.targets.contains_key(*n)) {
-        out.push(format!("targets.{name} (added)"));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_supervised_task_that_panics_or_returns_is_reported_and_an_aborted_one_is_not() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let _p = supervise("panicky", tokio::spawn(async { panic!("boom") }), &tx, |()| None);
-        let end = rx.recv().await.unwrap().into_error().to_string();
-        assert_eq!(end, "the panicky task panicked: boom");
-        let _r = supervise("quitter", tokio::spawn(async {}), &tx, |()| None);
-        assert_eq!(rx.recv().await.unwrap().into_error().to_string(), "the quitter task ended");
-        let _e = supervise("failing", tokio::spawn(async { 7 }), &tx, |v| Some(RunError::Failed(format!("code {v}"))));
-        assert_eq!(rx.recv().await.unwrap().into_error().to_string(), "code 7");
-        // Aborting the watcher aborts the task (shutdown), and nothing is reported.
-        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
-        let w = supervise(
-            "forever",
-            tokio::spawn(async move {
-                let _keep = dropped_tx;
-                std::future::pending::<()>().await
-            }),
-            &tx,
-            |()| None,
-        );
-        w.abort();
-        assert!(dropped_rx.await.is_err(), "the watched task was aborted");
-        drop(tx);
-        assert!(rx.recv().await.is_none());
-    }
-
-    fn cfg(level: &str, brokers: &str, target_extra: &str, more_targets: &str) -> Config {
-        let toml = format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"t\"\n[ownership]\nmanaged_prefixes = [\"alias/app/\"]\n\
-             [log]\nlevel = \"{level}\"\n[targets.a]\nprovider = \"aws\"\nregion = \"us-east-1\"\n\
-             credentials = \"env:A\"\n{target_extra}\n{more_targets}"
-        );
-        Config::from_sources(&toml, Vec::new()).unwrap()
-    }
-
-    #[test]
-    fn reloadable_changes_need_no_restart_and_the_rest_is_named() {
-        let running = cfg("info", "k:9092", "", "");
-        // Credentials and log.level are what SIGHUP applies.
-        let same = cfg("debug", "k:9092", "", "").targets["a"].clone();
-        let mut new = cfg("debug", "k:9092", "", "");
-        new.targets.insert("a".into(), crate::config::TargetConfig { credentials: "file:other".into(), ..same });
-        assert!(needs_restart(&running, &new).is_empty(), "{:?}", needs_restart(&running, &new));
-
-        let new = cfg(
-            "info",
-            "k2:9092",
-            "rate_limit_per_second = 2",
-            "[targets.b]\nprovider = \"aws\"\nregion = \"x\"\ncredentials = \"env:B\"",
-        );
-        assert_eq!(needs_restart(&running, &new), ["kafka.brokers", "targets.a", "targets.b (added)"]);
-        assert_eq!(needs_restart(&new, &running), ["kafka.brokers", "targets.a", "targets.b (removed)"]);
     }
 }
