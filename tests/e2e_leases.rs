@@ -24,6 +24,21 @@ async fn owned_set(d: &Daemon) -> BTreeSet<String> {
     owned(d).await.into_iter().collect()
 }
 
+/// The emulator's AWS cloud in two REGIONS: a target in each (on lease partitions 0 and 1 of 2), and a topic.
+const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
+
+async fn two_emulator_targets(name: &str) -> (Emulator, DaemonConfig, Vec<String>, String) {
+    let emu = Emulator::start();
+    let id = unique(name);
+    let names = targets_on(2, &[0, 1]);
+    let endpoint = format!("endpoint = \"{}\"", emu.url);
+    let targets: Vec<(&str, &str, &str)> =
+        names.iter().zip(REGIONS).map(|(n, r)| (n.as_str(), r, endpoint.as_str())).collect();
+    let cfg = DaemonConfig { lease_partitions: 2, ..DaemonConfig::for_id(&id, &targets) };
+    create_topic(&cfg.topic, 1).await;
+    (emu, cfg, names, format!("alias/app/{id}/"))
+}
+
 /// A target's lifecycle state on one instance, from /status.
 async fn state_of(d: &Daemon, target: &str) -> String {
     let st = status(d).await;
@@ -167,16 +182,8 @@ async fn topics_that_exist_are_read_not_created() {
 /// listing) comes after it: no stale write can land after the new owner's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_lands() {
-    let emu = Emulator::start();
-    let id = unique("handover");
-    let prefix = format!("alias/app/{id}/");
-    let names = targets_on(2, &[0, 1]);
-    let regions = ["us-east-1", "us-west-2"];
-    let endpoint = format!("endpoint = \"{}\"", emu.url);
-    let targets: Vec<(&str, &str, &str)> =
-        names.iter().zip(regions).map(|(n, r)| (n.as_str(), r, endpoint.as_str())).collect();
-    let cfg = DaemonConfig { lease_partitions: 2, ..DaemonConfig::for_id(&id, &targets) };
-    create_topic(&cfg.topic, 1).await;
+    let (emu, cfg, names, prefix) = two_emulator_targets("handover").await;
+    let id = &cfg.group;
     let a = Daemon::start_as(&cfg, &format!("{id}-a"));
     a.wait_ready().await;
     wait_for("a owns both targets", Duration::from_secs(30), || async { owned(&a).await.len() == 2 }).await;
@@ -184,7 +191,7 @@ async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_l
     let alias = format!("{prefix}x");
     let mut k1 = Vec::new();
     let mut k2 = Vec::new();
-    for r in regions {
+    for r in REGIONS {
         k1.push(emu.key("aws", "AKIDEXAMPLE", r).await);
         k2.push(emu.key("aws", "AKIDEXAMPLE", r).await);
     }
@@ -194,9 +201,9 @@ async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_l
     };
     let p = producer();
     send(&p, &cfg.topic, Some(&alias), Some(&ev(&k1, 1))).await;
-    wait_for("x on k1 in both regions", Duration::from_secs(30), || async {
+    wait_for("x on k1 in both REGIONS", Duration::from_secs(30), || async {
         let mut ok = true;
-        for (r, k) in regions.iter().zip(&k1) {
+        for (r, k) in REGIONS.iter().zip(&k1) {
             ok &= emu.aliases("aws", r, &prefix).await.get(&alias) == Some(k);
         }
         ok
@@ -209,7 +216,7 @@ async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_l
     emu.admin(reqwest::Method::POST, "faults", Some(rule)).await;
     let listed_before: Vec<u64> = {
         let mut v = Vec::new();
-        for r in regions {
+        for r in REGIONS {
             v.push(emu.calls("aws", r).await.get("ListAliases").map_or(0, |c| c.0));
         }
         v
@@ -233,7 +240,7 @@ async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_l
                 }
             }
         }
-        for (i, r) in regions.iter().enumerate() {
+        for (i, r) in REGIONS.iter().enumerate() {
             if landed[i].is_none() && emu.aliases("aws", r, &prefix).await.get(&alias) == Some(&k2[i]) {
                 landed[i] = Some(t0.elapsed());
             }
@@ -274,16 +281,8 @@ async fn a_revoked_lease_is_released_only_after_the_old_owners_in_flight_write_l
 /// drops the listing; the new owner lists, queues what changed meanwhile against an unknown live state, and runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_interrupted_by_a_lease_loss_is_dropped_and_the_new_owner_lists_and_runs() {
-    let emu = Emulator::start();
-    let id = unique("listloss");
-    let prefix = format!("alias/app/{id}/");
-    let names = targets_on(2, &[0, 1]);
-    let regions = ["us-east-1", "us-west-2"];
-    let endpoint = format!("endpoint = \"{}\"", emu.url);
-    let targets: Vec<(&str, &str, &str)> =
-        names.iter().zip(regions).map(|(n, r)| (n.as_str(), r, endpoint.as_str())).collect();
-    let cfg = DaemonConfig { lease_partitions: 2, ..DaemonConfig::for_id(&id, &targets) };
-    create_topic(&cfg.topic, 1).await;
+    let (emu, cfg, names, prefix) = two_emulator_targets("listloss").await;
+    let id = &cfg.group;
     // Every listing takes 5 s.
     let rule = serde_json::json!({"cloud": "aws", "latency_ms": 5000, "latency_operations": ["ListAliases"]});
     emu.admin(reqwest::Method::POST, "faults", Some(rule)).await;
@@ -300,16 +299,16 @@ async fn a_listing_interrupted_by_a_lease_loss_is_dropped_and_the_new_owner_list
     let i = names.iter().position(|n| *n == moved).unwrap();
     assert_eq!(state_of(&a, &moved).await, "waiting", "a dropped its listing of the moved target");
     // Published while b lists the target: applied right after its listing.
-    let keys = [emu.key("aws", "AKIDEXAMPLE", regions[0]).await, emu.key("aws", "AKIDEXAMPLE", regions[1]).await];
+    let keys = [emu.key("aws", "AKIDEXAMPLE", REGIONS[0]).await, emu.key("aws", "AKIDEXAMPLE", REGIONS[1]).await];
     let alias = format!("{prefix}x");
     let t: Vec<(&str, &str)> = names.iter().map(String::as_str).zip(keys.iter().map(String::as_str)).collect();
     send(&producer(), &cfg.topic, Some(&alias), Some(&event(&alias, 1, &t))).await;
     assert_eq!(state_of(&b, &moved).await, "listing");
     wait_for("b runs the moved target", Duration::from_secs(20), || async { state_of(&b, &moved).await == "running" })
         .await;
-    wait_for("x converged in both regions", Duration::from_secs(30), || async {
+    wait_for("x converged in both REGIONS", Duration::from_secs(30), || async {
         let mut ok = true;
-        for (r, k) in regions.iter().zip(&keys) {
+        for (r, k) in REGIONS.iter().zip(&keys) {
             ok &= emu.aliases("aws", r, &prefix).await.get(&alias) == Some(k);
         }
         ok
@@ -317,6 +316,6 @@ async fn a_listing_interrupted_by_a_lease_loss_is_dropped_and_the_new_owner_list
     .await;
     assert_eq!(state_of(&a, &names[1 - i]).await, "running");
     // a listed the moved target at most once (the dropped listing), b once.
-    let lists = emu.calls("aws", regions[i]).await.get("ListAliases").map_or(0, |c| c.0);
+    let lists = emu.calls("aws", REGIONS[i]).await.get("ListAliases").map_or(0, |c| c.0);
     assert!(lists <= 2, "{lists} listings of the moved target");
 }

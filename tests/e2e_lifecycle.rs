@@ -26,6 +26,15 @@ async fn ready_within(d: &Daemon, timeout: Duration, what: &str) -> Duration {
     t0.elapsed()
 }
 
+/// The daemon started, ready and holding its one target's lease.
+async fn started_and_owning(cfg: &DaemonConfig) -> Daemon {
+    let d = Daemon::start(cfg);
+    d.wait_ready().await;
+    wait_for("the lease", Duration::from_secs(30), || async { d.metric("aliassync_owned_targets", &[]).await == 1.0 })
+        .await;
+    d
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_and_plan_finish_on_a_transactional_topic() {
     let id = unique("txn");
@@ -113,10 +122,7 @@ async fn a_dead_letter_kafka_refuses_does_not_freeze_the_reader() {
     let cfg = one_target(&id);
     let use1 = kms("us-east-1");
     let k = create_key(&use1).await;
-    let d = Daemon::start(&cfg);
-    d.wait_ready().await;
-    wait_for("the lease", Duration::from_secs(30), || async { d.metric("aliassync_owned_targets", &[]).await == 1.0 })
-        .await;
+    let d = started_and_owning(&cfg).await;
 
     let p = producer();
     let big_alias = format!("{prefix}big");
@@ -162,10 +168,7 @@ async fn a_tombstone_never_lets_an_older_record_of_another_partition_come_back()
     let cfg = one_target(&id);
     let use1 = kms("us-east-1");
     let k = create_key(&use1).await;
-    let d = Daemon::start(&cfg);
-    d.wait_ready().await;
-    wait_for("the lease", Duration::from_secs(30), || async { d.metric("aliassync_owned_targets", &[]).await == 1.0 })
-        .await;
+    let d = started_and_owning(&cfg).await;
 
     let p = producer();
     let now = now_ms();
