@@ -5,7 +5,6 @@
 //!
 //! Errors are classified once, here, in [`classify`]; the engine only sees [`ErrorClass`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use super::http::{
     self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
     parse_endpoint, parse_success, xml_element, ErrorBody,
 };
+use super::pages::{walk, Cursor, Page};
 use super::sign::{self, acs3, SignableRequest};
 use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
@@ -29,9 +29,6 @@ const API_VERSION: &str = "2016-01-20";
 pub(crate) const RESERVED_PREFIX: &str = "alias/acs/";
 /// The documented ListAliases maximum.
 const LIST_PAGE_SIZE: u64 = 100;
-/// 100 aliases per page: far beyond the per-region alias quota, so more pages than this means the endpoint
-/// keeps claiming more than it returns.
-const MAX_LIST_PAGES: u64 = 10_000;
 /// Largest response body accepted (a full ListAliases page is a few tens of KiB).
 const MAX_BODY_BYTES: usize = 4 << 20;
 /// STS credentials travel in this (signed) header.
@@ -144,53 +141,38 @@ impl AlibabaKms {
         parse_key_metadata(self.call("DescribeKey", &[("KeyId", key_id)]).await?)
     }
 
-    /// One ListAliases page (1-based).
-    async fn list_page(&self, page_number: u64) -> Result<ListPage, ProviderError> {
-        super::before_page().await;
+    /// One ListAliases page (`cursor`: its 1-based number).
+    async fn list_page(&self, cursor: Option<Cursor>) -> Result<Page<AliasEntry>, ProviderError> {
+        let page_number = match cursor {
+            Some(Cursor::Page(n)) => n,
+            _ => 1,
+        };
         let (page, size) = (page_number.to_string(), LIST_PAGE_SIZE.to_string());
-        parse_list_page(self.call("ListAliases", &[("PageNumber", &page), ("PageSize", &size)]).await?)
+        let p = parse_list_page(self.call("ListAliases", &[("PageNumber", &page), ("PageSize", &size)]).await?)?;
+        let next = next_page(page_number, &p)?.map(Cursor::Page);
+        Ok(Page { items: p.aliases.map(|a| a.alias).unwrap_or_default(), next })
     }
 }
 
 #[async_trait]
 impl KmsAliases for AlibabaKms {
-    /// Walks ListAliases pages until as many distinct aliases as `TotalCount` have been seen (or a page comes
-    /// back empty). Offset paging: an alias created or deleted during the walk can shift entries across pages;
-    /// the next drift scan sees what this one missed.
+    /// Walks ListAliases pages until `TotalCount` is reached (or a page comes back empty). Offset paging: an
+    /// alias created or deleted during the walk can shift entries across pages; the next drift scan sees what
+    /// this one missed.
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for page_number in 1..=MAX_LIST_PAGES {
-            let page = self.list_page(page_number).await?;
-            if let Some(n) = page.page_number.filter(|&n| n != page_number) {
-                return Err(invalid_response(format!("ListAliases: asked for page {page_number}, got page {n}")));
-            }
-            let total = page.total_count.ok_or_else(|| invalid_response("ListAliases: no TotalCount"))?;
-            let entries = page.aliases.map(|a| a.alias).unwrap_or_default();
-            if entries.is_empty() {
-                return Ok(out);
-            }
-            let mut fresh = 0;
-            for a in entries {
-                if seen.insert(a.alias_name.clone()) {
-                    fresh += 1;
-                    if wanted(&a.alias_name, prefixes) {
-                        out.push(LiveAlias { name: a.alias_name, key_id: a.key_id });
-                    }
+        walk(
+            "ListAliases",
+            |c| self.list_page(c),
+            |a: AliasEntry| {
+                if wanted(&a.alias_name, prefixes) {
+                    out.push(LiveAlias { name: a.alias_name, key_id: a.key_id });
                 }
-            }
-            if seen.len() as u64 >= total {
-                return Ok(out);
-            }
-            if fresh == 0 {
-                // The endpoint ignores PageNumber: more pages would only repeat this one.
-                return Err(invalid_response(format!(
-                    "ListAliases: page {page_number} repeats earlier entries ({} of TotalCount {total} seen)",
-                    seen.len()
-                )));
-            }
-        }
-        Err(invalid_response(format!("ListAliases: TotalCount not reached after {MAX_LIST_PAGES} pages")))
+                false
+            },
+        )
+        .await?;
+        Ok(out)
     }
 
     /// Alibaba has no "get alias". DescribeKey documents `KeyId` as "key ID, alias or ARN" and
@@ -332,7 +314,7 @@ pub(crate) struct AliasList {
     pub(crate) alias: Vec<AliasEntry>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct AliasEntry {
     pub(crate) alias_name: String,
@@ -342,6 +324,17 @@ pub(crate) struct AliasEntry {
 
 pub(crate) fn parse_list_page(v: Value) -> Result<ListPage, ProviderError> {
     serde_json::from_value(v).map_err(|e| phttp::shape_error("ListAliases", &e))
+}
+
+/// The page after `asked` (None: that was the last). An endpoint that answers another page than the one
+/// asked for ignores `PageNumber` and would repeat itself: an error, as a page with no `TotalCount`.
+pub(crate) fn next_page(asked: u64, page: &ListPage) -> Result<Option<u64>, ProviderError> {
+    if let Some(n) = page.page_number.filter(|&n| n != asked) {
+        return Err(invalid_response(format!("ListAliases: asked for page {asked}, got page {n}")));
+    }
+    let total = page.total_count.ok_or_else(|| invalid_response("ListAliases: no TotalCount"))?;
+    let empty = page.aliases.as_ref().is_none_or(|a| a.alias.is_empty());
+    Ok((!empty && asked.saturating_mul(LIST_PAGE_SIZE) < total).then_some(asked + 1))
 }
 
 /// The `KeyMetadata` of a DescribeKey response.
@@ -385,6 +378,7 @@ mod tests {
     };
     use crate::secret::Secret;
     use serde_json::json;
+    use std::collections::HashSet;
 
     const AK: &str = "LTAI5tFakeAccessKeyId01";
     const SK: &str = "FakeAccessKeySecret0123456789abcd";
@@ -676,6 +670,23 @@ mod tests {
         }
         let nonces: HashSet<&str> = log.iter().map(|r| r.header("x-acs-signature-nonce").unwrap()).collect();
         assert_eq!(nonces.len(), 3, "a fresh nonce per request");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_page_is_asked_again_not_the_listing_from_page_1() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let (url, log) = alibaba(move |r| {
+            // The third request (page 3) fails once.
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                return (503, json!({"RequestId": "R", "Code": "ServiceUnavailable", "Message": "busy"}).to_string());
+            }
+            list_reply(450, r.param("PageNumber").unwrap().parse().unwrap(), 100, |i| format!("alias/app/{i}"))
+        })
+        .await;
+        assert_eq!(kms(&url).list_aliases(&["alias/app/".into()]).await.unwrap().len(), 450);
+        let log = log.lock().unwrap();
+        let pages: Vec<&str> = log.iter().map(|r| r.param("PageNumber").unwrap()).collect();
+        assert_eq!(pages, ["1", "2", "3", "3", "4", "5"]);
     }
 
     #[tokio::test]

@@ -3,7 +3,6 @@
 //! Every call is `POST /` with `X-Amz-Target: TrentService.<Op>`. Errors are classified once, here,
 //! in [`classify`]; the engine only sees [`ErrorClass`].
 
-use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -18,6 +17,7 @@ use super::http::{
     self as phttp, collapse_whitespace, header_value, invalid_response, json_str, parse_endpoint, parse_success,
     xml_element, ErrorBody,
 };
+use super::pages::{walk, Cursor, Page};
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
 use crate::secret::Credentials;
 
@@ -29,9 +29,6 @@ const DEFAULT_SERVICE: &str = "kms";
 pub(crate) const RESERVED_PREFIX: &str = "alias/aws/";
 /// The documented ListAliases maximum (the model allows 1000, the docs say 100).
 const LIST_LIMIT: u32 = 100;
-/// 100 aliases per page: a million aliases is far beyond any account quota, so more pages than this
-/// means the endpoint is generating markers forever.
-const MAX_LIST_PAGES: usize = 10_000;
 /// Largest response body accepted (a full ListAliases page is a few tens of KiB).
 const MAX_BODY_BYTES: usize = 4 << 20;
 
@@ -123,14 +120,15 @@ impl AwsKms {
             .map_err(|m| ProviderError::new(ErrorClass::Permanent, "SigningError", "auth", m))
     }
 
-    /// One ListAliases page, after `marker`.
-    async fn list_page(&self, marker: Option<&str>) -> Result<ListPage, ProviderError> {
-        super::before_page().await;
+    /// One ListAliases page, after `cursor` (a marker).
+    async fn list_page(&self, cursor: Option<Cursor>) -> Result<Page<AliasEntry>, ProviderError> {
         let mut req = json!({ "Limit": LIST_LIMIT });
-        if let Some(m) = marker {
+        if let Some(Cursor::Marker(m)) = cursor {
             req["Marker"] = json!(m);
         }
-        parse_list_page(self.call("ListAliases", &req).await?)
+        let page = parse_list_page(self.call("ListAliases", &req).await?)?;
+        let next = next_marker(page.truncated, page.next_marker)?.map(Cursor::Marker);
+        Ok(Page { items: page.aliases.unwrap_or_default(), next })
     }
 }
 
@@ -138,23 +136,18 @@ impl AwsKms {
 impl KmsAliases for AwsKms {
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut marker: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
-            let page = self.list_page(marker.as_deref()).await?;
-            out.extend(
-                page.aliases
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|a| wanted(&a.alias_name, prefixes))
-                    .map(|a| LiveAlias { name: a.alias_name, key_id: a.target_key_id }),
-            );
-            match next_marker(page.truncated, page.next_marker, &mut seen)? {
-                Some(m) => marker = Some(m),
-                None => return Ok(out),
-            }
-        }
-        Err(invalid_response(format!("ListAliases: still truncated after {MAX_LIST_PAGES} pages")))
+        walk(
+            "ListAliases",
+            |c| self.list_page(c),
+            |a: AliasEntry| {
+                if wanted(&a.alias_name, prefixes) {
+                    out.push(LiveAlias { name: a.alias_name, key_id: a.target_key_id });
+                }
+                false
+            },
+        )
+        .await?;
+        Ok(out)
     }
 
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
@@ -353,7 +346,7 @@ pub(crate) struct ListPage {
     pub(crate) next_marker: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct AliasEntry {
     pub(crate) alias_name: String,
@@ -370,19 +363,14 @@ pub(crate) fn wanted(name: &str, prefixes: &[String]) -> bool {
     phttp::wanted(name, RESERVED_PREFIX, prefixes)
 }
 
-/// The marker for the next page, None when done. A truncated page without a marker, or a marker seen
-/// before, would loop forever: both are errors rather than a silently partial listing.
-pub(crate) fn next_marker(
-    truncated: bool,
-    marker: Option<String>,
-    seen: &mut HashSet<String>,
-) -> Result<Option<String>, ProviderError> {
+/// The marker for the next page, None when done. A truncated page without a marker would end the listing
+/// early: an error rather than a silently partial listing (the paginator catches a repeated marker).
+pub(crate) fn next_marker(truncated: bool, marker: Option<String>) -> Result<Option<String>, ProviderError> {
     if !truncated {
         return Ok(None);
     }
     match marker.filter(|m| !m.is_empty()) {
         None => Err(invalid_response("ListAliases: truncated page without NextMarker")),
-        Some(m) if !seen.insert(m.clone()) => Err(invalid_response("ListAliases: NextMarker repeated")),
         Some(m) => Ok(Some(m)),
     }
 }

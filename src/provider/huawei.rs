@@ -21,7 +21,6 @@
 //! Errors are classified once, here, in [`classify`]; the engine only sees [`ErrorClass`].
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +35,7 @@ use super::http::{
     self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
     parse_endpoint, parse_success, ErrorBody,
 };
+use super::pages::{walk, Cursor, Page};
 use super::sign::{self, sdk_hmac, SignableRequest};
 use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
@@ -46,8 +46,6 @@ use crate::secret::Credentials;
 const CANONICAL_PREFIX: &str = "alias/";
 /// The documented `limit` maximum (1–100).
 const LIST_LIMIT: usize = 100;
-/// 100 aliases per page: far beyond any project's quota, so more pages means markers that never end.
-const MAX_LIST_PAGES: usize = 10_000;
 /// Largest response body accepted (a full list page is a few tens of KiB).
 const MAX_BODY_BYTES: usize = 4 << 20;
 const JSON: &str = "application/json";
@@ -207,42 +205,24 @@ impl HuaweiKms {
         parse_key_info(v)
     }
 
-    /// One list page after `marker`.
-    async fn list_page(&self, marker: Option<&str>) -> Result<ListPage, ProviderError> {
-        super::before_page().await;
+    /// One list page after `cursor` (a marker). The last page: an empty `next_marker` or a short page (as
+    /// terraform-provider-huaweicloud reads it).
+    async fn list_page(&self, cursor: Option<Cursor>) -> Result<Page<AliasEntity>, ProviderError> {
         let limit = LIST_LIMIT.to_string();
         let mut query = vec![("limit", limit.as_str())];
-        if let Some(m) = marker {
+        if let Some(Cursor::Marker(m)) = &cursor {
             query.push(("marker", m));
         }
-        let v = self.call(Method::GET, "aliases", &query, None).await?;
-        ListPage::parse(v)
+        let page = ListPage::parse(self.call(Method::GET, "aliases", &query, None).await?)?;
+        let short = page.aliases.len() < LIST_LIMIT;
+        let next = page.next_marker.filter(|m| !m.is_empty() && !short).map(Cursor::Marker);
+        Ok(Page { items: page.aliases, next })
     }
 
     /// Walks every list page, handing each wire entry to `visit` until it returns true (found) or the pages
-    /// end. Stops on an empty `next_marker` or a short page (as terraform-provider-huaweicloud does); a
-    /// repeated marker or endless pages are errors rather than a silently partial listing.
-    async fn walk(&self, mut visit: impl FnMut(AliasEntity) -> bool) -> Result<(), ProviderError> {
-        let mut seen = HashSet::new();
-        let mut marker: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
-            let page = self.list_page(marker.as_deref()).await?;
-            let short = page.aliases.len() < LIST_LIMIT;
-            for a in page.aliases {
-                if visit(a) {
-                    return Ok(());
-                }
-            }
-            match page.next_marker.filter(|m| !m.is_empty()) {
-                None => return Ok(()),
-                Some(_) if short => return Ok(()),
-                Some(m) if !seen.insert(m.clone()) => {
-                    return Err(invalid_response("list aliases: page_info.next_marker repeated"))
-                }
-                Some(m) => marker = Some(m),
-            }
-        }
-        Err(invalid_response(format!("list aliases: still more pages after {MAX_LIST_PAGES}")))
+    /// end. Every page spends the target's read quota, lookups too (Huawei has no "get alias").
+    async fn walk(&self, visit: impl FnMut(AliasEntity) -> bool) -> Result<(), ProviderError> {
+        walk("list aliases", |c| self.list_page(c), visit).await
     }
 
     /// The key a wire-named alias points at, by listing (describe-key cannot take an alias).
@@ -448,7 +428,7 @@ pub(crate) struct ListPage {
     pub(crate) next_marker: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, PartialEq)]
 pub(crate) struct AliasEntity {
     pub(crate) alias: String,
     #[serde(default)]
@@ -809,6 +789,25 @@ mod tests {
         let (url, _) = huawei(move |r| marker_reply(r, wire.len(), |i| wire[i].to_string())).await;
         let got = kms(&url, AliasPrefix::Keep).list_aliases(&["alias/app/".into()]).await.unwrap();
         assert_eq!(got, [LiveAlias { name: "alias/app/three".into(), key_id: key(2) }]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_page_is_asked_again_from_its_marker() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let (url, log) = huawei(move |r| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                return (500, json!({"error_code": "KMS.0101", "error_msg": "busy"}).to_string());
+            }
+            marker_reply(r, 450, |i| format!("alias/app/{i}"))
+        })
+        .await;
+        assert_eq!(kms(&url, AliasPrefix::Keep).list_aliases(&["alias/app/".into()]).await.unwrap().len(), 450);
+        let log = log.lock().unwrap();
+        let markers: Vec<Option<&str>> = log.iter().map(|r| r.param("marker")).collect();
+        assert_eq!(
+            markers,
+            [None, Some("tok-100"), Some("tok-200"), Some("tok-200"), Some("tok-300"), Some("tok-400")]
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ pub mod alibaba;
 pub mod aws;
 pub mod http;
 pub mod huawei;
+pub mod pages;
 pub mod sign;
 
 use std::sync::{Arc, RwLock};

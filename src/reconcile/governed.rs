@@ -57,6 +57,10 @@ impl PagePacer for ProbePacer {
 }
 
 impl Governed {
+    fn read_pacer(&self) -> Arc<dyn PagePacer> {
+        Arc::new(ReadPacer { reads: self.reads.clone(), target: self.target.clone() })
+    }
+
     pub fn new(
         inner: Arc<dyn KmsAliases>,
         target: &str,
@@ -113,8 +117,7 @@ impl Governed {
 #[async_trait]
 impl KmsAliases for Governed {
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        let pacer = Arc::new(ReadPacer { reads: self.reads.clone(), target: self.target.clone() });
-        self.run(Operation::List, with_pacer(pacer, self.inner.list_aliases(prefixes))).await
+        self.run(Operation::List, with_pacer(self.read_pacer(), self.inner.list_aliases(prefixes))).await
     }
     /// One listing page at most: the cheapest call that needs credentials and permissions but no key.
     async fn probe(&self, prefixes: &[String]) -> Result<(), ProviderError> {
@@ -134,19 +137,63 @@ impl KmsAliases for Governed {
         })
         .await
     }
+    // A provider that looks an alias up by listing (Huawei: get, create's duplicate check, delete) pays each
+    // page from the read quota too, as a listing does.
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
-        self.run(Operation::Get, self.inner.get_alias(alias)).await
+        self.run(Operation::Get, with_pacer(self.read_pacer(), self.inner.get_alias(alias))).await
     }
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
-        self.run(Operation::Create, self.inner.create_alias(alias, key_id)).await
+        self.run(Operation::Create, with_pacer(self.read_pacer(), self.inner.create_alias(alias, key_id))).await
     }
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
-        self.run(Operation::Update, self.inner.update_alias(alias, key_id)).await
+        self.run(Operation::Update, with_pacer(self.read_pacer(), self.inner.update_alias(alias, key_id))).await
     }
     async fn delete_alias(&self, alias: &str, current_key: Option<&str>) -> Result<(), ProviderError> {
-        self.run(Operation::Delete, self.inner.delete_alias(alias, current_key)).await
+        self.run(Operation::Delete, with_pacer(self.read_pacer(), self.inner.delete_alias(alias, current_key))).await
     }
     fn key_matches(&self, desired: &str, live: &str) -> bool {
         self.inner.key_matches(desired, live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider whose lookups walk pages, as Huawei's do (get, create's duplicate check, delete).
+    struct Paging;
+
+    #[async_trait]
+    impl KmsAliases for Paging {
+        async fn list_aliases(&self, _: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
+            Ok(Vec::new())
+        }
+        async fn get_alias(&self, _: &str) -> Result<Option<String>, ProviderError> {
+            for _ in 0..3 {
+                crate::provider::before_page().await;
+            }
+            Ok(None)
+        }
+        async fn create_alias(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+            self.get_alias("").await.map(drop)
+        }
+        async fn update_alias(&self, _: &str, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn delete_alias(&self, _: &str, _: Option<&str>) -> Result<(), ProviderError> {
+            self.get_alias("").await.map(drop)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_that_walk_pages_pay_each_page_from_the_read_quota() {
+        let target = "governed-paging";
+        let g = Governed::new(Arc::new(Paging), target, "huawei", 100.0, 1000.0);
+        let pages = || metrics().list_pages.with_label_values(&[target]).get();
+        g.get_alias("alias/x").await.unwrap();
+        assert_eq!(pages(), 3);
+        g.create_alias("alias/x", "k").await.unwrap();
+        g.delete_alias("alias/x", None).await.unwrap();
+        assert_eq!(pages(), 9, "create and delete look the alias up by listing: 3 pages each");
     }
 }
