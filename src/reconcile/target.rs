@@ -45,18 +45,9 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
             }
         }
         seed_paused(&t);
+        // The workers start with the first listing, not after it: changes that arrive meanwhile are applied at
+        // once, written first since their live state is unknown (the listing of a large account takes minutes).
         t.ctl.set_phase(Phase::Listing);
-        let started = Instant::now();
-        let listing = tokio::select! {
-            l = list_until_ok(&inner, &t) => l,
-            _ = until_false(&mut owned_rx) => {
-                clear_gauges(&t);
-                continue;
-            }
-            _ = shut_rx.changed() => return,
-        };
-        install_listing(&inner, &t, listing, started.elapsed());
-        t.ctl.set_phase(Phase::Running);
         let stopping = work(&inner, &t, &mut owned_rx, &mut shut_rx).await;
         t.queue.lock().unwrap().clear();
         t.live.lock().unwrap().clear();
@@ -68,23 +59,17 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
     }
 }
 
-async fn until_false(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    while *rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-/// The first listing of a target, retried with backoff while the target is unreachable.
-async fn list_until_ok(inner: &Inner, t: &Target) -> Vec<crate::provider::LiveAlias> {
+/// The first listing of a target, retried with backoff while the target is unreachable; with how long it took.
+async fn list_until_ok(inner: Arc<Inner>, t: Arc<Target>) -> (Vec<LiveAlias>, Duration) {
+    let (inner, t) = (&*inner, &*t);
+    let started = Instant::now();
     let mut backoff = super::queue::retry_backoff(inner.cfg.backoff_min, inner.cfg.backoff_max).build();
     loop {
         match t.provider.list_aliases(&inner.cfg.managed_prefixes).await {
             Ok(l) => {
                 resume(t);
                 tracing::info!(target_name = %t.name, live = l.len(), "listed target");
-                return l;
+                return (l, started.elapsed());
             }
             Err(e) => {
                 metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
@@ -241,13 +226,19 @@ async fn work(
     let mut scan_at = next_scan(inner);
     type Listing = Result<Vec<LiveAlias>, crate::provider::ProviderError>;
     let mut scan: Option<(Instant, tokio::task::JoinHandle<Listing>)> = None;
+    // The first listing runs beside the workers; until it is installed every alias's live state is unknown
+    // (`reconcile_one` writes first) and our own writes are kept over its possibly older values.
+    *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
+    let mut first: Option<tokio::task::JoinHandle<(Vec<LiveAlias>, Duration)>> =
+        Some(tokio::spawn(list_until_ok(inner.clone(), t.clone())));
     // While paused: the next probe (backing off) or the one in flight.
     let mut probe_backoff: Option<backon::ExponentialBackoff> = None;
     let mut probe_at: Option<Instant> = None;
     let mut probe: Option<tokio::task::JoinHandle<Result<(), ProviderError>>> = None;
     let stopping = loop {
         let paused = t.ctl.paused().is_some();
-        if !paused {
+        // While the first listing runs, its retries are the paused target's probe.
+        if !paused || first.is_some() {
             (probe_backoff, probe_at) = (None, None);
         } else if probe.is_none() && probe_at.is_none() {
             let b = probe_backoff
@@ -304,7 +295,23 @@ async fn work(
                     Err(e) => tracing::error!(target_name = %t.name, error = %e, "probe task failed"),
                 }
             }
-            _ = sleep_until(scan_at), if scan.is_none() && !paused => {
+            r = async { first.as_mut().unwrap().await }, if first.is_some() => {
+                first = None;
+                match r {
+                    Ok((listing, took)) => {
+                        install_listing(inner, t, listing, took);
+                        t.ctl.set_phase(Phase::Running);
+                    }
+                    // Only a panic ends list_until_ok: the supervisor of this task sees the next one.
+                    Err(e) => {
+                        tracing::error!(target_name = %t.name, error = %e, "first listing task failed; listing again");
+                        *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
+                        first = Some(tokio::spawn(list_until_ok(inner.clone(), t.clone())));
+                    }
+                }
+                scan_at = next_scan(inner);
+            }
+            _ = sleep_until(scan_at), if scan.is_none() && first.is_none() && !paused => {
                 *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
                 let (p, prefixes) = (t.provider.clone(), inner.cfg.managed_prefixes.clone());
                 scan = Some((Instant::now(), tokio::spawn(async move { p.list_aliases(&prefixes).await })));
@@ -333,8 +340,11 @@ async fn work(
     };
     if let Some((_, h)) = scan {
         h.abort();
-        *t.writes_during_scan.lock().unwrap() = None;
     }
+    if let Some(h) = first {
+        h.abort();
+    }
+    *t.writes_during_scan.lock().unwrap() = None;
     if let Some(h) = probe {
         h.abort();
     }
@@ -440,8 +450,11 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
         return Done::Drop;
     }
     let desired = inner.store.read().unwrap().desired(alias, t.id);
+    let listing = t.ctl.phase() == Phase::Listing;
     let (action, live) = match t.live.lock().unwrap().get(alias) {
         Some(Live::Unknown) => (decide_unknown(desired.as_deref()), None),
+        // Not written yet and the first listing not in: unknown, not absent.
+        None if listing => (decide_unknown(desired.as_deref()), None),
         l => {
             let live = match l {
                 Some(Live::Key(k)) => Some(k.clone()),
