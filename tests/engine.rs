@@ -778,3 +778,29 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Issue 10: the first pass is the first listing's drift: what differs is queued, the aliases already in sync
+/// cost no queue entry and no reconcile (at a million aliases the full pass used to queue them all).
+#[tokio::test(start_paused = true)]
+async fn the_first_pass_queues_only_what_the_listing_shows_differs() {
+    let r = rig("firstpass", 1, 1000.0, &[]);
+    for i in 0..200 {
+        let a = format!("alias/app/s{i}");
+        r.fakes[0].0.lock().unwrap().aliases.insert(a.clone(), K1.into());
+        r.apply(&a, 1, &[(0, K1)]);
+    }
+    r.fakes[0].0.lock().unwrap().aliases.insert("alias/app/wrong".into(), K1.into());
+    r.apply("alias/app/wrong", 1, &[(0, K2)]);
+    r.apply("alias/app/missing", 1, &[(0, K1)]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    assert_eq!((r.fakes[0].calls("create"), r.fakes[0].calls("update")), (1, 1));
+    let m = aliassync::telemetry::metrics::metrics().render();
+    let reconciles: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("aliassync_reconcile_total{") && l.contains("target=\"firstpass0\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(reconciles, 2.0, "only the two drifted aliases were reconciled:\n{m}");
+}

@@ -94,25 +94,12 @@ async fn list_until_ok(inner: Arc<Inner>, t: Arc<Target>) -> (Vec<LiveAlias>, Du
     }
 }
 
-/// Installs the first listing (it is also the first drift scan) and queues the full pass: every alias
-/// desired here, and every live managed alias the desired state knows (it may have to go). Unknown
-/// live aliases are orphans: reported, and deleted only with `prune`.
+/// Installs the first listing. It is also the first drift scan, and the scan is the first pass: it queues
+/// what the listing shows differs (missing, wrong key, present where the desired state says absent, and
+/// with `prune` the unknown orphans), never the aliases already in sync, so a million of those cost no
+/// queue entry and no call.
 fn install_listing(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration) {
     apply_scan(inner, t, listing, took, true);
-    let now = Instant::now();
-    // Neither walk holds the store (or the queue) for more than a chunk: the reader applies events meanwhile.
-    crate::desired::walk_target(&inner.store, t.id, |a, _| t.queue.lock().unwrap().add(a, now));
-    let live: Vec<Arc<str>> = t.live.lock().unwrap().keys().map(|a| Arc::from(&**a)).collect();
-    for chunk in live.chunks(crate::desired::WALK_CHUNK) {
-        let gone: Vec<&Arc<str>> = {
-            let store = inner.store.read().unwrap();
-            chunk.iter().filter(|a| store.knows(a) && store.desired(a, t.id).is_none()).collect()
-        };
-        let mut q = t.queue.lock().unwrap();
-        for a in gone {
-            q.add(a.clone(), now);
-        }
-    }
     *t.listed_at.lock().unwrap() = Some(unix_now());
     t.notify.notify_one();
 }
