@@ -349,6 +349,7 @@ async fn run_inner(
     let drain = Duration::from_secs(cfg.reconcile.drain_timeout_seconds);
     // Not ready from now on: /readyz answers 503 while the daemon drains.
     ready_tx.send_replace(false);
+    tracing::info!("not ready: /readyz answers 503 from now on");
     if let Some(e) = &failure {
         // The exit is non-zero so that systemd restarts the daemon (78 for a configuration problem, which a
         // restart would not fix).
