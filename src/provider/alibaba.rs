@@ -18,7 +18,7 @@ use super::http::{
     self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
     parse_endpoint, parse_success, xml_element, ErrorBody,
 };
-use super::pages::{walk, Cursor, Page};
+use super::pages::{collect, Cursor, Page};
 use super::sign::{self, acs3, SignableRequest};
 use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
@@ -160,19 +160,14 @@ impl KmsAliases for AlibabaKms {
     /// alias created or deleted during the walk can shift entries across pages; the next drift scan sees what
     /// this one missed.
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        let mut out = Vec::new();
-        walk(
+        collect(
             "ListAliases",
             |c| self.list_page(c),
             |a: AliasEntry| {
-                if wanted(&a.alias_name, prefixes) {
-                    out.push(LiveAlias { name: a.alias_name, key_id: a.key_id });
-                }
-                false
+                wanted(&a.alias_name, prefixes).then_some(LiveAlias { name: a.alias_name, key_id: a.key_id })
             },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     /// Alibaba has no "get alias". DescribeKey documents `KeyId` as "key ID, alias or ARN" and

@@ -17,7 +17,7 @@ use super::http::{
     self as phttp, collapse_whitespace, header_value, invalid_response, json_str, parse_endpoint, parse_success,
     xml_element, ErrorBody,
 };
-use super::pages::{walk, Cursor, Page};
+use super::pages::{collect, Cursor, Page};
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
 use crate::secret::Credentials;
 
@@ -135,19 +135,14 @@ impl AwsKms {
 #[async_trait]
 impl KmsAliases for AwsKms {
     async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        let mut out = Vec::new();
-        walk(
+        collect(
             "ListAliases",
             |c| self.list_page(c),
             |a: AliasEntry| {
-                if wanted(&a.alias_name, prefixes) {
-                    out.push(LiveAlias { name: a.alias_name, key_id: a.target_key_id });
-                }
-                false
+                wanted(&a.alias_name, prefixes).then_some(LiveAlias { name: a.alias_name, key_id: a.target_key_id })
             },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
