@@ -26,30 +26,41 @@ pub fn build_reloadable_targets(
     let creds = cfg.resolve_credentials()?;
     let mut specs = Vec::new();
     let mut handles = BTreeMap::new();
+    // One HTTP client per request timeout, shared by every target that has it: reqwest pools connections
+    // (and TLS sessions) per host inside a client, so a thousand targets cost one client, not a thousand.
+    let mut clients: BTreeMap<Duration, reqwest::Client> = BTreeMap::new();
     for (i, (name, t)) in cfg.targets.iter().enumerate() {
         let timeout = Duration::from_secs_f64(t.request_timeout_seconds);
         let c = creds[name].clone();
         let startup = |e: String| RunError::Startup(format!("target {name}: {e}"));
+        let client = match clients.get(&timeout) {
+            Some(c) => c.clone(),
+            None => {
+                let c = crate::provider::http::try_client(timeout).map_err(startup)?;
+                clients.insert(timeout, c.clone());
+                c
+            }
+        };
         let (raw, handle): (Arc<dyn KmsAliases>, SharedCredentials) = match t.provider {
             ProviderKind::Aws => {
-                let p = AwsKms::new(&t.region, t.endpoint.as_deref(), t.signing_service.as_deref(), c, timeout)
+                let p = AwsKms::with_client(&t.region, t.endpoint.as_deref(), t.signing_service.as_deref(), c, client)
                     .map_err(startup)?;
                 let h = p.credentials();
                 (Arc::new(p), h)
             }
             ProviderKind::Alibaba => {
-                let p = AlibabaKms::new(&t.region, t.endpoint.as_deref(), c, timeout).map_err(startup)?;
+                let p = AlibabaKms::with_client(&t.region, t.endpoint.as_deref(), c, client).map_err(startup)?;
                 let h = p.credentials();
                 (Arc::new(p), h)
             }
             ProviderKind::Huawei => {
-                let p = HuaweiKms::new(
+                let p = HuaweiKms::with_client(
                     &t.region,
                     t.endpoint.as_deref(),
                     t.project_id.as_deref().unwrap_or_default(),
                     t.alias_prefix(),
                     c,
-                    timeout,
+                    client,
                 )
                 .map_err(startup)?;
                 let h = p.credentials();

@@ -74,13 +74,23 @@ impl AlibabaKms {
         creds: Credentials,
         timeout: Duration,
     ) -> Result<AlibabaKms, String> {
+        Self::with_client(region, endpoint, creds, phttp::try_client(timeout)?)
+    }
+
+    /// [`AlibabaKms::new`] with an HTTP client shared with other targets (its timeout is the request timeout).
+    pub fn with_client(
+        region: &str,
+        endpoint: Option<&str>,
+        creds: Credentials,
+        client: reqwest::Client,
+    ) -> Result<AlibabaKms, String> {
         check_region(region)?;
         let url = match endpoint {
             Some(e) => parse_endpoint(e)?,
             None => parse_endpoint(&format!("https://kms.{region}.aliyuncs.com"))?,
         };
         let host = host_header(&url);
-        Ok(AlibabaKms { client: phttp::try_client(timeout)?, url, host, creds: SharedCredentials::new(creds) })
+        Ok(AlibabaKms { client, url, host, creds: SharedCredentials::new(creds) })
     }
 
     /// Calls one action with its RPC parameters (decoded; the signer encodes them) and returns the response

@@ -52,6 +52,17 @@ impl AwsKms {
         creds: Credentials,
         timeout: Duration,
     ) -> Result<AwsKms, String> {
+        Self::with_client(region, endpoint, signing_service, creds, phttp::try_client(timeout)?)
+    }
+
+    /// [`AwsKms::new`] with an HTTP client shared with other targets (its timeout is the request timeout).
+    pub fn with_client(
+        region: &str,
+        endpoint: Option<&str>,
+        signing_service: Option<&str>,
+        creds: Credentials,
+        client: reqwest::Client,
+    ) -> Result<AwsKms, String> {
         check_scope_part("region", region)?;
         let service = signing_service.unwrap_or(DEFAULT_SERVICE);
         check_scope_part("signing service", service)?;
@@ -60,7 +71,7 @@ impl AwsKms {
             None => parse_endpoint(&format!("https://kms.{region}.amazonaws.com"))?,
         };
         Ok(AwsKms {
-            client: phttp::try_client(timeout)?,
+            client,
             url,
             region: region.to_string(),
             service: service.to_string(),

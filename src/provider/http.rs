@@ -21,8 +21,8 @@ pub const MAX_MESSAGE_CHARS: usize = 512;
 /// Longest error code kept (codes are short; anything longer is not a code).
 pub const MAX_CODE_CHARS: usize = 100;
 
-/// Builds an HTTP client with a whole-request timeout. One client is shared per provider and endpoint
-/// so that connections (and TLS sessions) are pooled.
+/// Builds an HTTP client with a whole-request timeout. The daemon builds one per timeout and shares it across
+/// targets (`daemon::build_targets`), so connections and TLS sessions are pooled per host.
 pub fn try_client(timeout: Duration) -> Result<reqwest::Client, String> {
     if timeout.is_zero() {
         return Err("request timeout must be greater than zero".into());

@@ -97,6 +97,18 @@ impl HuaweiKms {
         creds: Credentials,
         timeout: Duration,
     ) -> Result<HuaweiKms, String> {
+        Self::with_client(region, endpoint, project_id, alias_naming, creds, phttp::try_client(timeout)?)
+    }
+
+    /// [`HuaweiKms::new`] with an HTTP client shared with other targets (its timeout is the request timeout).
+    pub fn with_client(
+        region: &str,
+        endpoint: Option<&str>,
+        project_id: &str,
+        alias_naming: AliasPrefix,
+        creds: Credentials,
+        client: reqwest::Client,
+    ) -> Result<HuaweiKms, String> {
         check_region(region)?;
         if project_id.is_empty() || project_id.len() > 64 || !project_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err("project_id must be 1-64 letters and digits".into());
@@ -106,7 +118,7 @@ impl HuaweiKms {
             None => parse_endpoint(&format!("https://kms.{region}.myhuaweicloud.com"))?,
         };
         Ok(HuaweiKms {
-            client: phttp::try_client(timeout)?,
+            client,
             host: host_header(&url),
             url,
             project_id: project_id.to_string(),
