@@ -39,9 +39,11 @@ sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule require
 EOF
   )
   acl+=(--command-config "$cfg" --add --allow-principal "User:$RESTRICTED" --resource-pattern-type prefixed)
-  java_cli "${acl[@]}" --topic acl- --operation Read --operation Write --operation Describe >"$KDIR/logs/acls.log" 2>&1 &&
-    java_cli "${acl[@]}" --group acl- --operation Read --operation Describe >>"$KDIR/logs/acls.log" 2>&1 ||
-    { tail_log "$KDIR/logs/acls.log"; die "adding the restricted user's ACLs failed"; }
+  if ! { java_cli "${acl[@]}" --topic acl- --operation Read --operation Write --operation Describe &&
+    java_cli "${acl[@]}" --group acl- --operation Read --operation Describe; } >"$KDIR/logs/acls.log" 2>&1; then
+    tail_log "$KDIR/logs/acls.log"
+    die "adding the restricted user's ACLs failed"
+  fi
   touch "$KDIR/data/.aliassync-acls"
 }
 
