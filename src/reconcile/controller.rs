@@ -24,7 +24,7 @@ use crate::telemetry::metrics::metrics;
 pub enum State {
     /// No lease, or the desired state is not rebuilt yet.
     Waiting,
-    /// The first listing runs; changes meanwhile are queued against an unknown live state.
+    /// The first listing runs; changes meanwhile are applied at once against an unknown live state.
     Listing,
     Running,
     /// The cloud refuses the target's credentials or permissions: only the probe calls it.

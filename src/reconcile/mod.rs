@@ -253,7 +253,7 @@ impl Engine {
     /// The desired state of `alias` changed in `targets`.
     pub fn changed(&self, alias: &str, targets: &[TargetId]) {
         if !*self.inner.rebuilt.borrow() {
-            // The full pass after the rebuild covers it.
+            // The first listing after the rebuild compares every alias with the rebuilt state.
             return;
         }
         let alias: Arc<str> = Arc::from(alias);
@@ -268,7 +268,7 @@ impl Engine {
         }
     }
 
-    /// The desired state is rebuilt: owned targets list and do their full pass.
+    /// The desired state is rebuilt: owned targets list, and their first listing's drift is the first pass.
     pub fn set_rebuilt(&self) {
         self.inner.rebuilt.send_replace(true);
     }

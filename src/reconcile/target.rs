@@ -1,5 +1,5 @@
-//! One target's task: wait for the lease, list the target, queue the full pass, then run workers
-//! (at most `concurrency`, never two for one alias) until the lease goes or the daemon stops.
+//! One target's task: wait for the lease, then run workers (at most `concurrency`, never two for one alias)
+//! beside the first listing, whose drift is the first pass, until the lease goes or the daemon stops.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -289,7 +289,7 @@ async fn work(
                         install_listing(inner, t, listing, took);
                         t.ctl.set_phase(Phase::Running);
                     }
-                    // Only a panic ends list_until_ok: the supervisor of this task sees the next one.
+                    // list_until_ok ends only with a listing; a panic in it is logged and the listing starts over.
                     Err(e) => {
                         tracing::error!(target_name = %t.name, error = %e, "first listing task failed; listing again");
                         *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
