@@ -265,7 +265,8 @@ async fn work(
                 probe_at = None;
                 probe = Some(start_probe(inner, t));
             }
-            _ = t.probe_now.notified(), if paused && probe.is_none() => {
+            // During the first listing its retry loop takes the SIGHUP probe.
+            _ = t.probe_now.notified(), if paused && probe.is_none() && first.is_none() => {
                 probe_at = None;
                 probe = Some(start_probe(inner, t));
             }
