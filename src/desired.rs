@@ -124,8 +124,9 @@ impl Store {
         self.entries.contains_key(alias)
     }
 
-    /// Aliases with a desired key in `target`.
-    pub fn aliases_in(&self, target: TargetId) -> impl Iterator<Item = &str> + '_ {
+    /// Aliases with a desired key in `target` (walks hold the lock per chunk: [`walk_target`]).
+    #[cfg(test)]
+    fn aliases_in(&self, target: TargetId) -> impl Iterator<Item = &str> + '_ {
         self.entries
             .iter()
             .filter(move |(_, e)| e.targets.binary_search_by_key(&target, |(t, _)| *t).is_ok())

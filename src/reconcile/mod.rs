@@ -284,7 +284,6 @@ impl Engine {
     /// Leases gained: the targets list and work.
     pub fn acquire(&self, ids: &[TargetId]) {
         for t in ids.iter().filter_map(|&id| self.inner.targets.get(id as usize)) {
-            t.ctl.set_owned(true);
             set_lease(t, true);
         }
         self.count_owned();
@@ -297,7 +296,6 @@ impl Engine {
     pub fn release(&self, ids: &[TargetId], wait: Duration) -> usize {
         let targets: Vec<&Arc<Target>> = ids.iter().filter_map(|&id| self.inner.targets.get(id as usize)).collect();
         for t in &targets {
-            t.ctl.set_owned(false);
             set_lease(t, false);
         }
         self.count_owned();
@@ -390,8 +388,10 @@ impl Engine {
     }
 }
 
-/// Flips a target's lease (the target task follows the watch).
+/// Flips a target's lease: the controller's gate first (calls start or stop), then the watch the target task
+/// follows.
 fn set_lease(t: &Target, owned: bool) {
+    t.ctl.set_owned(owned);
     if t.owned.send_replace(owned) != owned {
         tracing::info!(target_name = %t.name, owned, "target lease {}", if owned { "acquired" } else { "released" });
     }

@@ -94,6 +94,12 @@ async fn list_until_ok(inner: Arc<Inner>, t: Arc<Target>) -> (Vec<LiveAlias>, Du
     }
 }
 
+/// Starts the first listing, recording our writes meanwhile so they are kept over its possibly older values.
+fn start_first_listing(inner: &Arc<Inner>, t: &Arc<Target>) -> tokio::task::JoinHandle<(Vec<LiveAlias>, Duration)> {
+    *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
+    tokio::spawn(list_until_ok(inner.clone(), t.clone()))
+}
+
 /// Installs the first listing. It is also the first drift scan, and the scan is the first pass: it queues
 /// what the listing shows differs (missing, wrong key, present where the desired state says absent, and
 /// with `prune` the unknown orphans), never the aliases already in sync, so a million of those cost no
@@ -214,10 +220,8 @@ async fn work(
     type Listing = Result<Vec<LiveAlias>, crate::provider::ProviderError>;
     let mut scan: Option<(Instant, tokio::task::JoinHandle<Listing>)> = None;
     // The first listing runs beside the workers; until it is installed every alias's live state is unknown
-    // (`reconcile_one` writes first) and our own writes are kept over its possibly older values.
-    *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
-    let mut first: Option<tokio::task::JoinHandle<(Vec<LiveAlias>, Duration)>> =
-        Some(tokio::spawn(list_until_ok(inner.clone(), t.clone())));
+    // (`reconcile_one` writes first).
+    let mut first = Some(start_first_listing(inner, t));
     // While paused: the next probe (backing off) or the one in flight.
     let mut probe_backoff: Option<backon::ExponentialBackoff> = None;
     let mut probe_at: Option<Instant> = None;
@@ -293,8 +297,7 @@ async fn work(
                     // list_until_ok ends only with a listing; a panic in it is logged and the listing starts over.
                     Err(e) => {
                         tracing::error!(target_name = %t.name, error = %e, "first listing task failed; listing again");
-                        *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
-                        first = Some(tokio::spawn(list_until_ok(inner.clone(), t.clone())));
+                        first = Some(start_first_listing(inner, t));
                     }
                 }
                 scan_at = next_scan(inner);

@@ -12,6 +12,12 @@ pub mod table;
 use rdkafka::ClientConfig;
 
 use crate::config::{Config, ConfigError};
+use crate::desired::Origin;
+
+/// Where and when a record was written (tombstones are ordered across partitions by it).
+pub fn origin<M: rdkafka::message::Message>(m: &M) -> Origin {
+    Origin { partition: m.partition(), timestamp_ms: m.timestamp().to_millis().unwrap_or(0) }
+}
 
 /// The client settings every Kafka client of the daemon shares: brokers plus pass-through properties.
 pub fn client_config(cfg: &Config) -> Result<ClientConfig, ConfigError> {

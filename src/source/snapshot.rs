@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::desired::{Origin, Outcome, Store};
+use crate::desired::{Outcome, Store};
 use crate::event::Decoder;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -69,7 +69,7 @@ pub fn read_to_end(
                 let m = m.map_err(|e| format!("reading {topic}: {e}"))?;
                 last = Instant::now();
                 match decoder.decode(m.key(), m.payload()) {
-                    Ok(ev) => match store.apply(ev, origin(&m)).0 {
+                    Ok(ev) => match store.apply(ev, super::origin(&m)).0 {
                         Outcome::Applied => counts.applied += 1,
                         Outcome::Stale => counts.stale += 1,
                     },
@@ -87,9 +87,4 @@ pub fn read_to_end(
 /// Whether the consumer's position in `partition` is at or past `end`.
 fn reached(positions: &TopicPartitionList, topic: &str, partition: i32, end: i64) -> bool {
     positions.find_partition(topic, partition).is_some_and(|e| matches!(e.offset(), Offset::Offset(pos) if pos >= end))
-}
-
-/// Where and when a record was written (tombstones are ordered across partitions by it).
-pub fn origin<M: Message>(m: &M) -> Origin {
-    Origin { partition: m.partition(), timestamp_ms: m.timestamp().to_millis().unwrap_or(0) }
 }

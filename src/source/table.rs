@@ -261,7 +261,7 @@ impl Table {
                 }
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
-                        let origin = super::snapshot::origin(&m);
+                        let origin = super::origin(&m);
                         let o = m.offset();
                         let (key, value) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
                         drop(m);
