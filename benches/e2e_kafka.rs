@@ -24,8 +24,8 @@ struct NullKms(Arc<Mutex<HashMap<String, String>>>);
 
 #[async_trait]
 impl KmsAliases for NullKms {
-    async fn list_aliases(&self, _p: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        Ok(Vec::new())
+    async fn list_each(&self, _p: &[String], _v: &mut (dyn FnMut(LiveAlias) + Send)) -> Result<(), ProviderError> {
+        Ok(())
     }
     async fn get_alias(&self, a: &str) -> Result<Option<String>, ProviderError> {
         Ok(self.0.lock().unwrap().get(a).cloned())

@@ -33,21 +33,153 @@ pub struct Origin {
     pub timestamp_ms: i64,
 }
 
-#[derive(Debug)]
-struct Entry {
+/// One alias and its desired key per target in a single allocation (1,000,000 aliases × 4 targets in well
+/// under 200 MB, DESIGN §2.10): `[alias length: u16][alias][per target, sorted: id u16, key]`, a key being
+/// `0` + 16 bytes (a UUID), `1` + 16 bytes (an `mrk-` id) or `2` + length u16 + bytes. Hashed and compared
+/// by the alias alone, so a change of keys replaces it in place.
+struct Packed(Box<[u8]>);
+
+const TAG_UUID: u8 = 0;
+const TAG_MRK: u8 = 1;
+const TAG_STR: u8 = 2;
+
+impl Packed {
+    fn new(alias: &str, targets: &[(TargetId, KeyId)]) -> Packed {
+        let mut b = Vec::with_capacity(2 + alias.len() + targets.len() * 19);
+        // Aliases are at most 256 bytes on every cloud; the event decoder bounds them well below u16.
+        b.extend_from_slice(&(alias.len() as u16).to_le_bytes());
+        b.extend_from_slice(alias.as_bytes());
+        for (t, k) in targets {
+            b.extend_from_slice(&t.to_le_bytes());
+            match k {
+                KeyId::Uuid(v) => {
+                    b.push(TAG_UUID);
+                    b.extend_from_slice(v);
+                }
+                KeyId::Mrk(v) => {
+                    b.push(TAG_MRK);
+                    b.extend_from_slice(v);
+                }
+                other => {
+                    let s = other.to_string();
+                    b.push(TAG_STR);
+                    b.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                    b.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+        Packed(b.into_boxed_slice())
+    }
+
+    fn alias(&self) -> &str {
+        let n = u16::from_le_bytes([self.0[0], self.0[1]]) as usize;
+        // Written from a &str by `new`.
+        std::str::from_utf8(&self.0[2..2 + n]).unwrap_or_default()
+    }
+
+    /// The targets with their keys, in target order.
+    fn targets(&self) -> Targets<'_> {
+        let n = u16::from_le_bytes([self.0[0], self.0[1]]) as usize;
+        Targets(&self.0[2 + n..])
+    }
+
+    fn key(&self, target: TargetId) -> Option<KeyId> {
+        let mut ts = self.targets();
+        // Skips the other targets' keys undecoded.
+        while let Some((t, len)) = ts.head() {
+            if t == target {
+                return ts.next().map(|(_, k)| k);
+            }
+            ts.0 = &ts.0[2 + len..];
+        }
+        None
+    }
+}
+
+/// Decodes a packed entry's targets.
+#[derive(Clone)]
+struct Targets<'a>(&'a [u8]);
+
+impl Targets<'_> {
+    /// The next target id and where its key is, with the key's encoded length.
+    fn head(&self) -> Option<(TargetId, usize)> {
+        let b = self.0;
+        if b.len() < 3 {
+            return None;
+        }
+        let len = match b[2] {
+            TAG_UUID | TAG_MRK => 1 + 16,
+            _ => 3 + u16::from_le_bytes([b[3], b[4]]) as usize,
+        };
+        Some((TargetId::from_le_bytes([b[0], b[1]]), len))
+    }
+}
+
+impl Iterator for Targets<'_> {
+    type Item = (TargetId, KeyId);
+    fn next(&mut self) -> Option<(TargetId, KeyId)> {
+        let (t, len) = self.head()?;
+        let k = &self.0[2..2 + len];
+        let key = match k[0] {
+            TAG_UUID => KeyId::Uuid(k[1..17].try_into().ok()?),
+            TAG_MRK => KeyId::Mrk(k[1..17].try_into().ok()?),
+            _ => KeyId::new(std::str::from_utf8(&k[3..]).ok()?),
+        };
+        self.0 = &self.0[2 + len..];
+        Some((t, key))
+    }
+}
+
+impl std::hash::Hash for Packed {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.alias().hash(h)
+    }
+}
+
+impl PartialEq for Packed {
+    fn eq(&self, o: &Packed) -> bool {
+        self.alias() == o.alias()
+    }
+}
+
+impl Eq for Packed {}
+
+/// Looks a packed entry up by its alias (hashes as `Packed` does).
+#[derive(Hash)]
+struct ByAlias<'a>(&'a str);
+
+impl indexmap::Equivalent<Packed> for ByAlias<'_> {
+    fn equivalent(&self, p: &Packed) -> bool {
+        self.0 == p.alias()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
     revision: u64,
-    /// Sorted by target; empty = absent everywhere (kept so a later stale event stays stale).
-    targets: Box<[(TargetId, KeyId)]>,
     /// The last applied record's origin.
-    origin: Origin,
+    timestamp_ms: i64,
+    partition: i32,
     /// Whether that record was a tombstone (it then shadows older records of other partitions).
     tombstone: bool,
 }
 
-#[derive(Debug)]
+/// A target whose desired key an event changed, with the key it had before (None: it was absent there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub target: TargetId,
+    pub old: Option<KeyId>,
+}
+
 pub struct Store {
-    entries: Map<Box<str>, Entry>,
+    entries: Map<Packed, Meta>,
     per_target: Vec<usize>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("aliases", &self.entries.len()).field("per_target", &self.per_target).finish()
+    }
 }
 
 impl Store {
@@ -55,55 +187,58 @@ impl Store {
         Store { entries: Map::default(), per_target: vec![0; targets] }
     }
 
-    /// Applies an event read at `origin`; returns the outcome and the targets whose desired key changed.
-    pub fn apply(&mut self, ev: Event, origin: Origin) -> (Outcome, Vec<TargetId>) {
-        let new_targets: Box<[(TargetId, KeyId)]> = match ev.body {
-            Body::Present(t) => t.into_boxed_slice(),
-            Body::Absent => Box::new([]),
+    /// Applies an event read at `origin`; returns the outcome and the targets whose desired key changed, with
+    /// the key each had before.
+    pub fn apply(&mut self, ev: Event, origin: Origin) -> (Outcome, Vec<Change>) {
+        use indexmap::map::MutableKeys;
+        let new_targets: Vec<(TargetId, KeyId)> = match ev.body {
+            Body::Present(t) => t,
+            Body::Absent => Vec::new(),
         };
         let tombstone = ev.revision.is_none();
-        match self.entries.get_mut(ev.alias.as_str()) {
-            Some(e) => {
-                let other_partition = e.origin.partition != origin.partition;
+        match self.entries.get_full_mut2(&ByAlias(&ev.alias)) {
+            Some((_, packed, e)) => {
+                let other_partition = e.partition != origin.partition;
                 let revision = match ev.revision {
                     // Produced before a tombstone of another partition: that tombstone deleted it.
-                    Some(_) if e.tombstone && other_partition && origin.timestamp_ms <= e.origin.timestamp_ms => {
+                    Some(_) if e.tombstone && other_partition && origin.timestamp_ms <= e.timestamp_ms => {
                         return (Outcome::Stale, Vec::new())
                     }
                     Some(r) if r < e.revision => return (Outcome::Stale, Vec::new()),
                     Some(r) => r,
                     // A tombstone never deletes a record of another partition produced after it.
-                    None if !e.tombstone && other_partition && e.origin.timestamp_ms > origin.timestamp_ms => {
+                    None if !e.tombstone && other_partition && e.timestamp_ms > origin.timestamp_ms => {
                         return (Outcome::Stale, Vec::new())
                     }
                     // Two tombstones: the later one (by timestamp) shadows more, so it stays.
-                    None if e.tombstone && e.origin.timestamp_ms > origin.timestamp_ms => {
+                    None if e.tombstone && e.timestamp_ms > origin.timestamp_ms => {
                         return (Outcome::Applied, Vec::new())
                     }
                     None => e.revision,
                 };
-                let changed = diff(&e.targets, &new_targets);
-                for (t, _) in e.targets.iter() {
-                    self.per_target[*t as usize] -= 1;
+                let old: Vec<(TargetId, KeyId)> = packed.targets().collect();
+                let changed = diff(&old, &new_targets);
+                if !changed.is_empty() {
+                    for (t, _) in &old {
+                        self.per_target[*t as usize] -= 1;
+                    }
+                    for (t, _) in &new_targets {
+                        self.per_target[*t as usize] += 1;
+                    }
+                    *packed = Packed::new(&ev.alias, &new_targets);
                 }
-                for (t, _) in new_targets.iter() {
-                    self.per_target[*t as usize] += 1;
-                }
-                e.targets = new_targets;
-                e.revision = revision;
-                e.origin = origin;
-                e.tombstone = tombstone;
+                *e = Meta { revision, timestamp_ms: origin.timestamp_ms, partition: origin.partition, tombstone };
                 (Outcome::Applied, changed)
             }
             None => {
-                let changed: Vec<TargetId> = new_targets.iter().map(|(t, _)| *t).collect();
-                for t in &changed {
-                    self.per_target[*t as usize] += 1;
+                let changed: Vec<Change> = new_targets.iter().map(|(t, _)| Change { target: *t, old: None }).collect();
+                for c in &changed {
+                    self.per_target[c.target as usize] += 1;
                 }
                 let revision = ev.revision.unwrap_or(0);
                 // A tombstone of an unknown alias is kept too: an older record read later stays deleted.
-                let e = Entry { revision, targets: new_targets, origin, tombstone };
-                self.entries.insert(ev.alias.into_boxed_str(), e);
+                let e = Meta { revision, timestamp_ms: origin.timestamp_ms, partition: origin.partition, tombstone };
+                self.entries.insert(Packed::new(&ev.alias, &new_targets), e);
                 (Outcome::Applied, changed)
             }
         }
@@ -111,42 +246,50 @@ impl Store {
 
     /// The key `alias` must point at in `target`; None = must be absent.
     pub fn desired(&self, alias: &str, target: TargetId) -> Option<Arc<str>> {
-        let e = self.entries.get(alias)?;
-        e.targets.binary_search_by_key(&target, |(t, _)| *t).ok().map(|i| Arc::from(e.targets[i].1.to_string()))
+        self.desired_key(alias, target).map(|k| Arc::from(k.to_string()))
+    }
+
+    /// As [`Store::desired`], unformatted.
+    pub fn desired_key(&self, alias: &str, target: TargetId) -> Option<KeyId> {
+        self.entries.get_key_value(&ByAlias(alias))?.0.key(target)
+    }
+
+    /// The alias's entry number (stable: entries are never removed) and its desired key in `target`.
+    pub fn lookup(&self, alias: &str, target: TargetId) -> Option<(usize, Option<KeyId>)> {
+        let (i, p, _) = self.entries.get_full(&ByAlias(alias))?;
+        Some((i, p.key(target)))
     }
 
     pub fn revision(&self, alias: &str) -> Option<u64> {
-        self.entries.get(alias).map(|e| e.revision)
+        self.entries.get(&ByAlias(alias)).map(|e| e.revision)
     }
 
     /// Whether the desired state mentions the alias at all (present anywhere, or explicitly absent).
     pub fn knows(&self, alias: &str) -> bool {
-        self.entries.contains_key(alias)
+        self.entries.contains_key(&ByAlias(alias))
     }
 
     /// Aliases with a desired key in `target` (walks hold the lock per chunk: [`walk_target`]).
     #[cfg(test)]
     fn aliases_in(&self, target: TargetId) -> impl Iterator<Item = &str> + '_ {
-        self.entries
-            .iter()
-            .filter(move |(_, e)| e.targets.binary_search_by_key(&target, |(t, _)| *t).is_ok())
-            .map(|(a, _)| a.as_ref())
+        self.entries.keys().filter(move |p| p.key(target).is_some()).map(Packed::alias)
     }
 
-    /// From entry `from` on, at most `max` entries: the aliases desired in `target` with their key, and
-    /// where the next chunk starts (None at the end).
-    fn chunk_in(&self, target: TargetId, from: usize, max: usize) -> (Vec<(Arc<str>, KeyId)>, Option<usize>) {
+    /// From entry `from` on, at most `max` entries: the aliases desired in `target` with their entry number and
+    /// key, and where the next chunk starts (None at the end).
+    fn chunk_in(&self, target: TargetId, from: usize, max: usize) -> (Vec<Desired>, Option<usize>) {
         let end = from.saturating_add(max).min(self.entries.len());
-        let out = self.entries.get_range(from..end).into_iter().flat_map(|s| s.iter()).filter_map(|(a, e)| {
-            let i = e.targets.binary_search_by_key(&target, |(t, _)| *t).ok()?;
-            Some((Arc::from(&**a), e.targets[i].1.clone()))
-        });
+        let out =
+            self.entries.get_range(from..end).into_iter().flat_map(|s| s.keys()).enumerate().filter_map(|(i, p)| {
+                let k = p.key(target)?;
+                Some((from + i, Arc::from(p.alias()), k))
+            });
         (out.collect(), (end < self.entries.len()).then_some(end))
     }
 
     /// Every alias with its revision and desired keys by target (empty: absent everywhere).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, &[(TargetId, KeyId)])> + '_ {
-        self.entries.iter().map(|(a, e)| (a.as_ref(), e.revision, &e.targets[..]))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, Vec<(TargetId, KeyId)>)> + '_ {
+        self.entries.iter().map(|(p, e)| (p.alias(), e.revision, p.targets().collect()))
     }
 
     pub fn count(&self, target: TargetId) -> usize {
@@ -162,47 +305,47 @@ impl Store {
     }
 }
 
+/// An alias desired in a target: its entry number, name and key.
+type Desired = (usize, Arc<str>, KeyId);
+
 /// Walks the aliases desired in `target` (with their key) holding the lock one chunk at a time, so the
 /// reader applies events meanwhile: a walk over a million aliases never stalls it. Entries added during
 /// the walk may be missed or seen (their own change queues them anyway).
-pub fn walk_target(store: &RwLock<Store>, target: TargetId, mut f: impl FnMut(Arc<str>, KeyId)) {
+/// `f` gets each alias's entry number (see [`Store::lookup`]) too.
+pub fn walk_target(store: &RwLock<Store>, target: TargetId, mut f: impl FnMut(usize, Arc<str>, KeyId)) {
     let mut from = Some(0);
     while let Some(i) = from {
         let (chunk, next) = store.read().unwrap_or_else(|e| e.into_inner()).chunk_in(target, i, WALK_CHUNK);
-        for (a, k) in chunk {
-            f(a, k);
+        for (n, a, k) in chunk {
+            f(n, a, k);
         }
         from = next;
     }
 }
 
-/// Targets whose key differs between two sorted lists (added, removed or re-pointed).
-fn diff(old: &[(TargetId, KeyId)], new: &[(TargetId, KeyId)]) -> Vec<TargetId> {
+/// Targets whose key differs between two sorted lists (added, removed or re-pointed), with the old key.
+fn diff(old: &[(TargetId, KeyId)], new: &[(TargetId, KeyId)]) -> Vec<Change> {
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         match (old.get(i), new.get(j)) {
             (Some(a), Some(b)) if a.0 == b.0 => {
                 if a.1 != b.1 {
-                    out.push(a.0);
+                    out.push(Change { target: a.0, old: Some(a.1.clone()) });
                 }
                 i += 1;
                 j += 1;
             }
             (Some(a), Some(b)) if a.0 < b.0 => {
-                out.push(a.0);
+                out.push(Change { target: a.0, old: Some(a.1.clone()) });
                 i += 1;
-            }
-            (Some(_), Some(b)) => {
-                out.push(b.0);
-                j += 1;
             }
             (Some(a), None) => {
-                out.push(a.0);
+                out.push(Change { target: a.0, old: Some(a.1.clone()) });
                 i += 1;
             }
-            (None, Some(b)) => {
-                out.push(b.0);
+            (_, Some(b)) => {
+                out.push(Change { target: b.0, old: None });
                 j += 1;
             }
             (None, None) => unreachable!(),
@@ -229,8 +372,43 @@ mod tests {
     impl Store {
         /// One partition, no timestamps: Kafka's order alone.
         fn apply0(&mut self, ev: Event) -> (Outcome, Vec<TargetId>) {
-            self.apply(ev, Origin::default())
+            ids(self.apply(ev, Origin::default()))
         }
+    }
+
+    fn ids((o, c): (Outcome, Vec<Change>)) -> (Outcome, Vec<TargetId>) {
+        (o, c.into_iter().map(|c| c.target).collect())
+    }
+
+    #[test]
+    fn packed_entries_keep_every_key_shape_and_report_old_keys() {
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab-long-enough-for-heap";
+        let keys = [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "mrk-1234abcd12ab34cd56ef1234567890ab",
+            "key-hzz62f1cb66fa42qo3sb3",
+            arn,
+        ];
+        let mut s = Store::new(300);
+        let targets: Vec<(TargetId, &str)> = keys.iter().enumerate().map(|(i, k)| (i as TargetId * 97, *k)).collect();
+        assert_eq!(s.apply0(ev("alias/app/x", Some(1), &targets)).1, vec![0, 97, 194, 291]);
+        for (t, k) in &targets {
+            assert_eq!(s.desired("alias/app/x", *t).as_deref(), Some(*k));
+        }
+        assert_eq!(s.desired("alias/app/x", 1), None);
+        let (_, changes) = s.apply(ev("alias/app/x", Some(2), &[(97, "k2")]), Origin::default());
+        let old: Vec<(TargetId, Option<String>)> =
+            changes.into_iter().map(|c| (c.target, c.old.map(|k| k.to_string()))).collect();
+        let expect: Vec<(TargetId, Option<String>)> = targets.iter().map(|(t, k)| (*t, Some(k.to_string()))).collect();
+        assert_eq!(old, expect);
+        assert_eq!(
+            s.lookup("alias/app/x", 97).map(|(i, k)| (i, k.map(|k| k.to_string()))),
+            Some((0, Some("k2".into())))
+        );
+        assert_eq!(
+            s.iter().map(|(a, r, t)| (a.to_string(), r, t.len())).collect::<Vec<_>>(),
+            vec![("alias/app/x".into(), 2, 1)]
+        );
     }
 
     #[test]
@@ -340,8 +518,8 @@ mod tests {
         let at = |timestamp_ms| Origin { partition: 3, timestamp_ms };
         assert_eq!(s.apply(ev("a", Some(1), &[(0, "k1")]), at(50)).0, Outcome::Applied);
         // A producer clock behind the last record's: the tombstone still supersedes it.
-        assert_eq!(s.apply(absent("a", None), at(10)), (Outcome::Applied, vec![0]));
-        assert_eq!(s.apply(ev("a", Some(2), &[(0, "k2")]), at(5)), (Outcome::Applied, vec![0]));
+        assert_eq!(ids(s.apply(absent("a", None), at(10))), (Outcome::Applied, vec![0]));
+        assert_eq!(ids(s.apply(ev("a", Some(2), &[(0, "k2")]), at(5))), (Outcome::Applied, vec![0]));
         assert_eq!(s.desired("a", 0).as_deref(), Some("k2"));
     }
 
@@ -355,7 +533,7 @@ mod tests {
         }
         let mut seen = 0;
         let mut chunks_with_writes = 0;
-        walk_target(&store, 0, |a, k| {
+        walk_target(&store, 0, |_, a, k| {
             assert!(a.starts_with('a') && k.to_string() == "k");
             seen += 1;
             // The lock is free between entries of the callback: a writer gets in.

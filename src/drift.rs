@@ -1,13 +1,13 @@
 //! Drift: a target's full listing compared with the desired state. Pure; the target's task runs the
 //! scans (jittered, through the target's read quota) and feeds repairs to its work queue.
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use serde::Serialize;
 
 use crate::desired::{walk_target, Store, WALK_CHUNK};
 use crate::event::TargetId;
+use crate::keyid::KeyId;
 use crate::provider::LiveAlias;
 
 /// Drift kinds, as the `kind` metric label.
@@ -55,10 +55,125 @@ impl Report {
     }
 }
 
-/// Compares a listing with the desired state of `target`. `may_touch` is the ownership guard;
-/// `skip` holds aliases changing right now (queued, in flight, or written since the listing began),
+/// Compares a listing with the desired state of `target` as it streams in, page by page: the listing is never
+/// held whole, and which desired aliases it showed is one bit per store entry. `may_touch` is the ownership
+/// guard; `skip` holds aliases changing right now (queued, in flight, or written since the listing began),
 /// whose listed value may be stale; `matches` is the provider's key-id equality. The store is locked one
 /// chunk at a time (the reader applies events in between), the callbacks run outside its lock.
+pub struct Comparer<'a, M, S, K> {
+    store: &'a RwLock<Store>,
+    target: TargetId,
+    may_touch: M,
+    skip: S,
+    matches: K,
+    buf: Vec<LiveAlias>,
+    /// Store entries the listing showed (by entry number).
+    seen: Vec<u64>,
+    drifted: Vec<Drifted>,
+    listed: usize,
+}
+
+impl<'a, M, S, K> Comparer<'a, M, S, K>
+where
+    M: Fn(&str) -> bool,
+    S: Fn(&str) -> bool,
+    K: Fn(&str, &str) -> bool,
+{
+    pub fn new(store: &'a RwLock<Store>, target: TargetId, may_touch: M, skip: S, matches: K) -> Self {
+        Comparer {
+            store,
+            target,
+            may_touch,
+            skip,
+            matches,
+            buf: Vec::new(),
+            seen: Vec::new(),
+            drifted: Vec::new(),
+            listed: 0,
+        }
+    }
+
+    /// One listed alias.
+    pub fn push(&mut self, a: LiveAlias) {
+        self.listed += 1;
+        self.buf.push(a);
+        if self.buf.len() >= WALK_CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Aliases listed so far.
+    pub fn listed(&self) -> usize {
+        self.listed
+    }
+
+    fn flush(&mut self) {
+        let chunk = std::mem::take(&mut self.buf);
+        let desired: Vec<Option<(usize, Option<KeyId>)>> = {
+            let s = self.store.read().unwrap_or_else(|e| e.into_inner());
+            chunk.iter().map(|a| s.lookup(&a.name, self.target)).collect()
+        };
+        for (a, found) in chunk.into_iter().zip(desired) {
+            if !(self.may_touch)(&a.name) {
+                continue;
+            }
+            let (index, desired) = match found {
+                Some((i, d)) => (Some(i), d),
+                None => (None, None),
+            };
+            if let Some(i) = index {
+                if self.seen.len() <= i / 64 {
+                    self.seen.resize(i / 64 + 1, 0);
+                }
+                self.seen[i / 64] |= 1 << (i % 64);
+            }
+            if (self.skip)(&a.name) {
+                continue;
+            }
+            let live = a.key_id;
+            match (desired, live) {
+                (Some(d), Some(l)) if (self.matches)(&d.to_string(), &l) => {}
+                (Some(d), live) => self.drifted.push(Drifted {
+                    alias: a.name,
+                    kind: Kind::WrongKey,
+                    desired: Some(d.to_string()),
+                    live,
+                    unknown: false,
+                }),
+                (None, live) => self.drifted.push(Drifted {
+                    alias: a.name,
+                    kind: Kind::Orphan,
+                    desired: None,
+                    live,
+                    unknown: index.is_none(),
+                }),
+            }
+        }
+    }
+
+    /// The listing is complete: what it did not show is missing.
+    pub fn finish(mut self) -> Report {
+        self.flush();
+        let (seen, may_touch, skip) = (&self.seen, &self.may_touch, &self.skip);
+        let drifted = &mut self.drifted;
+        walk_target(self.store, self.target, |i, alias, key| {
+            let shown = seen.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+            if !shown && may_touch(&alias) && !skip(&alias) {
+                drifted.push(Drifted {
+                    alias: alias.to_string(),
+                    kind: Kind::Missing,
+                    desired: Some(key.to_string()),
+                    live: None,
+                    unknown: false,
+                });
+            }
+        });
+        self.drifted.sort_by(|a, b| a.alias.cmp(&b.alias));
+        Report { drifted: self.drifted }
+    }
+}
+
+/// A whole listing compared at once (see [`Comparer`]).
 pub fn compare(
     store: &RwLock<Store>,
     target: TargetId,
@@ -67,54 +182,11 @@ pub fn compare(
     skip: impl Fn(&str) -> bool,
     matches: impl Fn(&str, &str) -> bool,
 ) -> Report {
-    let mut drifted = Vec::new();
-    let mut seen = HashSet::with_capacity(listing.len());
-    for chunk in listing.chunks(WALK_CHUNK) {
-        let desired: Vec<(Option<Arc<str>>, bool)> = {
-            let s = store.read().unwrap_or_else(|e| e.into_inner());
-            chunk.iter().map(|a| (s.desired(&a.name, target), s.knows(&a.name))).collect()
-        };
-        for (a, (desired, knows)) in chunk.iter().zip(desired) {
-            if !may_touch(&a.name) {
-                continue;
-            }
-            seen.insert(a.name.as_str());
-            if skip(&a.name) {
-                continue;
-            }
-            let live = a.key_id.as_deref();
-            match (desired, live) {
-                (Some(d), Some(l)) if matches(&d, l) => {}
-                (Some(d), _) => drifted.push(Drifted {
-                    alias: a.name.clone(),
-                    kind: Kind::WrongKey,
-                    desired: Some(d.to_string()),
-                    live: live.map(str::to_string),
-                    unknown: false,
-                }),
-                (None, _) => drifted.push(Drifted {
-                    alias: a.name.clone(),
-                    kind: Kind::Orphan,
-                    desired: None,
-                    live: live.map(str::to_string),
-                    unknown: !knows,
-                }),
-            }
-        }
+    let mut c = Comparer::new(store, target, may_touch, skip, matches);
+    for a in listing {
+        c.push(a.clone());
     }
-    walk_target(store, target, |alias, key| {
-        if !seen.contains(&*alias) && may_touch(&alias) && !skip(&alias) {
-            drifted.push(Drifted {
-                alias: alias.to_string(),
-                kind: Kind::Missing,
-                desired: Some(key.to_string()),
-                live: None,
-                unknown: false,
-            });
-        }
-    });
-    drifted.sort_by(|a, b| a.alias.cmp(&b.alias));
-    Report { drifted }
+    c.finish()
 }
 
 #[cfg(test)]

@@ -88,7 +88,11 @@ impl Fake {
 
 #[async_trait]
 impl KmsAliases for Fake {
-    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
+    async fn list_each(
+        &self,
+        prefixes: &[String],
+        visit: &mut (dyn FnMut(LiveAlias) + Send),
+    ) -> Result<(), ProviderError> {
         let (listing, delay) = {
             let mut s = self.0.lock().unwrap();
             s.calls.push(("list".into(), String::new()));
@@ -107,7 +111,8 @@ impl KmsAliases for Fake {
             (l, s.list_delay)
         };
         tokio::time::sleep(delay).await;
-        Ok(listing)
+        listing.into_iter().for_each(visit);
+        Ok(())
     }
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         let mut s = self.0.lock().unwrap();
@@ -141,7 +146,6 @@ impl FailureSink for Sink {
 
 struct Rig {
     engine: Engine,
-    store: Arc<RwLock<Store>>,
     fakes: Vec<Fake>,
     sink: Sink,
 }
@@ -195,7 +199,7 @@ fn rig_opts(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
     let sink = Sink::default();
     let engine = Engine::new(
         specs,
-        store.clone(),
+        store,
         EngineConfig {
             backoff_min: o.backoff_min,
             backoff_max: o.backoff_max,
@@ -206,22 +210,21 @@ fn rig_opts(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
         Arc::new(sink.clone()),
     );
     engine.start();
-    Rig { engine, store, fakes, sink }
+    Rig { engine, fakes, sink }
 }
 
 impl Rig {
     fn apply(&self, alias: &str, rev: u64, targets: &[(TargetId, &str)]) {
         let body = Body::Present(targets.iter().map(|(t, k)| (*t, aliassync::keyid::KeyId::new(k))).collect());
-        let (_, changed) = self
-            .store
-            .write()
-            .unwrap()
-            .apply(Event { alias: alias.into(), revision: Some(rev), body }, Origin::default());
+        let (_, changed) =
+            self.engine.apply(Event { alias: alias.into(), revision: Some(rev), body }, Origin::default());
+        let changed: Vec<TargetId> = changed.iter().map(|c| c.0).collect();
         self.engine.changed(alias, &changed);
     }
     fn absent(&self, alias: &str, rev: u64) {
         let ev = Event { alias: alias.into(), revision: Some(rev), body: Body::Absent };
-        let (_, changed) = self.store.write().unwrap().apply(ev, Origin::default());
+        let (_, changed) = self.engine.apply(ev, Origin::default());
+        let changed: Vec<TargetId> = changed.iter().map(|c| c.0).collect();
         self.engine.changed(alias, &changed);
     }
     fn own_all(&self) {

@@ -18,7 +18,7 @@ use super::http::{
     self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
     parse_endpoint, parse_success, xml_element, ErrorBody,
 };
-use super::pages::{collect, Cursor, Page};
+use super::pages::{walk, Cursor, Page};
 use super::sign::{self, acs3, SignableRequest};
 use super::SharedCredentials;
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
@@ -169,12 +169,19 @@ impl KmsAliases for AlibabaKms {
     /// Walks ListAliases pages until `TotalCount` is reached (or a page comes back empty). Offset paging: an
     /// alias created or deleted during the walk can shift entries across pages; the next drift scan sees what
     /// this one missed.
-    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        collect(
+    async fn list_each(
+        &self,
+        prefixes: &[String],
+        visit: &mut (dyn FnMut(LiveAlias) + Send),
+    ) -> Result<(), ProviderError> {
+        walk(
             "ListAliases",
             |c| self.list_page(c),
             |a: AliasEntry| {
-                wanted(&a.alias_name, prefixes).then_some(LiveAlias { name: a.alias_name, key_id: a.key_id })
+                if wanted(&a.alias_name, prefixes) {
+                    visit(LiveAlias { name: a.alias_name, key_id: a.key_id });
+                }
+                false
             },
         )
         .await

@@ -17,7 +17,7 @@ use super::http::{
     self as phttp, collapse_whitespace, header_value, invalid_response, json_str, parse_endpoint, parse_success,
     xml_element, ErrorBody,
 };
-use super::pages::{collect, Cursor, Page};
+use super::pages::{walk, Cursor, Page};
 use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
 use crate::secret::Credentials;
 
@@ -145,12 +145,19 @@ impl AwsKms {
 
 #[async_trait]
 impl KmsAliases for AwsKms {
-    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        collect(
+    async fn list_each(
+        &self,
+        prefixes: &[String],
+        visit: &mut (dyn FnMut(LiveAlias) + Send),
+    ) -> Result<(), ProviderError> {
+        walk(
             "ListAliases",
             |c| self.list_page(c),
             |a: AliasEntry| {
-                wanted(&a.alias_name, prefixes).then_some(LiveAlias { name: a.alias_name, key_id: a.target_key_id })
+                if wanted(&a.alias_name, prefixes) {
+                    visit(LiveAlias { name: a.alias_name, key_id: a.target_key_id });
+                }
+                false
             },
         )
         .await

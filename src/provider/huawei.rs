@@ -261,17 +261,19 @@ impl HuaweiKms {
 #[async_trait]
 impl KmsAliases for HuaweiKms {
     /// Every listed alias, mapped to its canonical name first, then filtered by `prefixes`.
-    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        let mut out = Vec::new();
+    async fn list_each(
+        &self,
+        prefixes: &[String],
+        visit: &mut (dyn FnMut(LiveAlias) + Send),
+    ) -> Result<(), ProviderError> {
         self.walk(|a| {
             let name = to_canonical(self.naming, &a.alias);
             if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-                out.push(LiveAlias { name: name.into_owned(), key_id: a.key_id });
+                visit(LiveAlias { name: name.into_owned(), key_id: a.key_id });
             }
             false
         })
-        .await?;
-        Ok(out)
+        .await
     }
 
     /// Huawei has no "get alias" and describe-key takes key ids only: the alias is looked up by listing.

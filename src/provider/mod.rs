@@ -155,8 +155,19 @@ pub async fn with_pacer<F: std::future::Future>(pacer: std::sync::Arc<dyn PagePa
 
 #[async_trait]
 pub trait KmsAliases: Send + Sync {
-    /// Every alias whose name starts with one of `prefixes`, over all pages.
-    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError>;
+    /// Every alias whose name starts with one of `prefixes`, over all pages, handed to `visit` as each page
+    /// arrives: a listing of a million aliases is compared as it streams in, never held whole.
+    async fn list_each(
+        &self,
+        prefixes: &[String],
+        visit: &mut (dyn FnMut(LiveAlias) + Send),
+    ) -> Result<(), ProviderError>;
+    /// The whole listing at once (the CLI and small callers).
+    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
+        let mut out = Vec::new();
+        self.list_each(prefixes, &mut |a| out.push(a)).await?;
+        Ok(out)
+    }
     /// The key an alias points at; None if the alias does not exist.
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError>;
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError>;
@@ -167,7 +178,7 @@ pub trait KmsAliases: Send + Sync {
     /// the whole target (credentials, the principal's policy) from one key's. A listing needs no key; the
     /// governed client overrides this to stop after its first page.
     async fn probe(&self, prefixes: &[String]) -> Result<(), ProviderError> {
-        self.list_aliases(prefixes).await.map(drop)
+        self.list_each(prefixes, &mut |_| {}).await
     }
     /// Whether a desired key id (any accepted form, e.g. an ARN) names the live key id.
     fn key_matches(&self, desired: &str, live: &str) -> bool {

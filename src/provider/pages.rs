@@ -92,26 +92,6 @@ where
     }
 }
 
-/// A whole listing: every page walked, the entries `keep` maps to one of ours collected.
-pub async fn collect<T, F, Fut>(
-    what: &str,
-    fetch: F,
-    keep: impl Fn(T) -> Option<super::LiveAlias>,
-) -> Result<Vec<super::LiveAlias>, ProviderError>
-where
-    T: PartialEq + Clone,
-    F: Fn(Option<Cursor>) -> Fut,
-    Fut: Future<Output = Result<Page<T>, ProviderError>>,
-{
-    let mut out = Vec::new();
-    walk(what, fetch, |item| {
-        out.extend(keep(item));
-        false
-    })
-    .await?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

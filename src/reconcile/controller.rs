@@ -135,10 +135,6 @@ impl Controller {
         self.lock().state()
     }
 
-    pub fn phase(&self) -> Phase {
-        self.lock().phase
-    }
-
     pub fn set_phase(&self, phase: Phase) {
         self.update(|c| c.phase = phase);
     }

@@ -116,8 +116,12 @@ impl Governed {
 
 #[async_trait]
 impl KmsAliases for Governed {
-    async fn list_aliases(&self, prefixes: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-        self.run(Operation::List, with_pacer(self.read_pacer(), self.inner.list_aliases(prefixes))).await
+    async fn list_each(
+        &self,
+        prefixes: &[String],
+        visit: &mut (dyn FnMut(LiveAlias) + Send),
+    ) -> Result<(), ProviderError> {
+        self.run(Operation::List, with_pacer(self.read_pacer(), self.inner.list_each(prefixes, visit))).await
     }
     /// One listing page at most: the cheapest call that needs credentials and permissions but no key.
     async fn probe(&self, prefixes: &[String]) -> Result<(), ProviderError> {
@@ -128,10 +132,11 @@ impl KmsAliases for Governed {
             pages: AtomicU32::new(0),
             accepted: accepted.clone(),
         });
-        let listing = with_pacer(pacer, self.inner.list_aliases(prefixes));
+        let mut ignore = |_| {};
+        let listing = with_pacer(pacer, self.inner.list_each(prefixes, &mut ignore));
         self.run(Operation::List, async move {
             tokio::select! {
-                r = listing => r.map(drop),
+                r = listing => r,
                 _ = accepted.notified() => Ok(()),
             }
         })
@@ -165,8 +170,8 @@ mod tests {
 
     #[async_trait]
     impl KmsAliases for Paging {
-        async fn list_aliases(&self, _: &[String]) -> Result<Vec<LiveAlias>, ProviderError> {
-            Ok(Vec::new())
+        async fn list_each(&self, _: &[String], _: &mut (dyn FnMut(LiveAlias) + Send)) -> Result<(), ProviderError> {
+            Ok(())
         }
         async fn get_alias(&self, _: &str) -> Result<Option<String>, ProviderError> {
             for _ in 0..3 {

@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod controller;
 pub mod decide;
 pub mod governed;
+mod live;
 pub mod policy;
 pub mod queue;
 mod target;
@@ -20,8 +21,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Mode;
-use crate::desired::Store;
-use crate::event::TargetId;
+use crate::desired::{Origin, Outcome, Store};
+use crate::event::{Event, TargetId};
 use crate::provider::KmsAliases;
 use crate::telemetry::metrics::metrics;
 use queue::WorkQueue;
@@ -82,14 +83,11 @@ struct Target {
     queue: Mutex<WorkQueue>,
     notify: Notify,
     owned: watch::Sender<bool>,
-    /// Live aliases under the managed prefixes: the last listing plus our own successful writes (and
-    /// reads). No entry: known absent.
-    live: Mutex<HashMap<Box<str>, Live>>,
+    /// What differs from the desired state in the cloud (see `live`).
+    live: Mutex<live::LiveView>,
     listed_at: Mutex<Option<u64>>,
     failures: Mutex<VecDeque<PermanentFailure>>,
     prune: bool,
-    /// While a scan's listing is in flight: aliases written since it began (their listed value may be stale).
-    writes_during_scan: Mutex<Option<HashSet<Box<str>>>>,
     drift: Mutex<Option<DriftStatus>>,
     /// The last scan's drifted aliases not yet repaired: the drift gauges count these, so a repair
     /// clears its drift at once instead of at the next scan.
@@ -121,15 +119,6 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         self.0.ctl.leave_call();
     }
-}
-
-/// One alias in a target's live view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Live {
-    Key(String),
-    /// Changed while the first listing ran: the listed value may predate a write (a previous owner's
-    /// during a hand-over), and there is no earlier view. Reconciled write-first (`decide_unknown`).
-    Unknown,
 }
 
 const FAILED_RETRY: Duration = Duration::from_secs(3600);
@@ -216,11 +205,10 @@ impl Engine {
                     queue: Mutex::new(WorkQueue::new(cfg.backoff_min, cfg.backoff_max)),
                     notify: Notify::new(),
                     owned: watch::channel(false).0,
-                    live: Mutex::new(HashMap::new()),
+                    live: Mutex::new(live::LiveView::default()),
                     listed_at: Mutex::new(None),
                     failures: Mutex::new(VecDeque::new()),
                     prune: s.prune,
-                    writes_during_scan: Mutex::new(None),
                     drift: Mutex::new(None),
                     drifted: Mutex::new(HashMap::new()),
                     failed: Mutex::new(HashMap::new()),
@@ -251,6 +239,21 @@ impl Engine {
     }
 
     /// The desired state of `alias` changed in `targets`.
+    /// Applies an event to the desired state. The live views record the old keys under the same write lock, so
+    /// no reconcile reads the new desired key with a view that still says "in sync". Returns the outcome and the
+    /// targets whose desired key changed, with each one's count of desired aliases; queue them with `changed`.
+    pub fn apply(&self, ev: Event, origin: Origin) -> (Outcome, Vec<(TargetId, usize)>) {
+        let mut s = self.inner.store.write().unwrap_or_else(|e| e.into_inner());
+        let alias = ev.alias.clone();
+        let (outcome, changes) = s.apply(ev, origin);
+        for c in &changes {
+            if let Some(t) = self.inner.targets.get(c.target as usize) {
+                t.live.lock().unwrap().desired_changed(&alias, c.old.as_ref());
+            }
+        }
+        (outcome, changes.iter().map(|c| (c.target, s.count(c.target))).collect())
+    }
+
     pub fn changed(&self, alias: &str, targets: &[TargetId]) {
         if !*self.inner.rebuilt.borrow() {
             // The first listing after the rebuild compares every alias with the rebuilt state.

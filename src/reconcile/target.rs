@@ -1,7 +1,7 @@
 //! One target's task: wait for the lease, then run workers (at most `concurrency`, never two for one alias)
 //! beside the first listing, whose drift is the first pass, until the lease goes or the daemon stops.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +12,15 @@ use tokio::time::{sleep_until, Instant};
 
 use super::controller::Phase;
 use super::decide::{decide, decide_unknown, Action};
+use super::live::Known;
 use super::policy::{self, PauseReason, Verdict};
 use super::queue::Done;
 use super::{
-    unix_now, CallGuard, DriftStatus, Inner, Live, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY,
-    RECENT_FAILURES,
+    unix_now, CallGuard, DriftStatus, Inner, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY, RECENT_FAILURES,
 };
 use crate::config::Mode;
 use crate::drift::Kind;
-use crate::provider::LiveAlias;
+use crate::drift::{Comparer, Report};
 use crate::provider::{ErrorClass, ProviderError};
 use crate::telemetry::metrics::metrics;
 
@@ -45,12 +45,13 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
             }
         }
         seed_paused(&t);
+        t.live.lock().unwrap().start();
         // The workers start with the first listing, not after it: changes that arrive meanwhile are applied at
         // once, written first since their live state is unknown (the listing of a large account takes minutes).
         t.ctl.set_phase(Phase::Listing);
         let stopping = work(&inner, &t, &mut owned_rx, &mut shut_rx).await;
         t.queue.lock().unwrap().clear();
-        t.live.lock().unwrap().clear();
+        t.live.lock().unwrap().stop();
         *t.listed_at.lock().unwrap() = None;
         clear_gauges(&t);
         if stopping {
@@ -59,17 +60,29 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
     }
 }
 
+/// One listing of the target, compared with the desired state as its pages stream in; with how many aliases
+/// it showed.
+async fn scan_once(inner: &Inner, t: &Target) -> Result<(Report, usize), ProviderError> {
+    // Locks per alias, not across the scan: the reader needs the queue and the view meanwhile.
+    let busy = |a: &str| t.live.lock().unwrap().changed_during_scan(a) || t.queue.lock().unwrap().contains(a);
+    let mut c =
+        Comparer::new(&inner.store, t.id, |a| inner.cfg.may_touch(a), busy, |d, l| t.provider.key_matches(d, l));
+    t.provider.list_each(&inner.cfg.managed_prefixes, &mut |a| c.push(a)).await?;
+    let listed = c.listed();
+    Ok((c.finish(), listed))
+}
+
 /// The first listing of a target, retried with backoff while the target is unreachable; with how long it took.
-async fn list_until_ok(inner: Arc<Inner>, t: Arc<Target>) -> (Vec<LiveAlias>, Duration) {
+async fn list_until_ok(inner: Arc<Inner>, t: Arc<Target>) -> (Report, Duration) {
     let (inner, t) = (&*inner, &*t);
     let started = Instant::now();
     let mut backoff = super::queue::retry_backoff(inner.cfg.backoff_min, inner.cfg.backoff_max).build();
     loop {
-        match t.provider.list_aliases(&inner.cfg.managed_prefixes).await {
-            Ok(l) => {
+        match scan_once(inner, t).await {
+            Ok((report, listed)) => {
                 resume(t);
-                tracing::info!(target_name = %t.name, live = l.len(), "listed target");
-                return (l, started.elapsed());
+                tracing::info!(target_name = %t.name, live = listed, "listed target");
+                return (report, started.elapsed());
             }
             Err(e) => {
                 metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
@@ -94,9 +107,8 @@ async fn list_until_ok(inner: Arc<Inner>, t: Arc<Target>) -> (Vec<LiveAlias>, Du
     }
 }
 
-/// Starts the first listing, recording our writes meanwhile so they are kept over its possibly older values.
-fn start_first_listing(inner: &Arc<Inner>, t: &Arc<Target>) -> tokio::task::JoinHandle<(Vec<LiveAlias>, Duration)> {
-    *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
+/// Starts the first listing (the live view records what changes meanwhile, see `LiveView::start`).
+fn start_first_listing(inner: &Arc<Inner>, t: &Arc<Target>) -> tokio::task::JoinHandle<(Report, Duration)> {
     tokio::spawn(list_until_ok(inner.clone(), t.clone()))
 }
 
@@ -104,52 +116,21 @@ fn start_first_listing(inner: &Arc<Inner>, t: &Arc<Target>) -> tokio::task::Join
 /// what the listing shows differs (missing, wrong key, present where the desired state says absent, and
 /// with `prune` the unknown orphans), never the aliases already in sync, so a million of those cost no
 /// queue entry and no call.
-fn install_listing(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration) {
-    apply_scan(inner, t, listing, took, true);
+fn install_listing(t: &Target, report: Report, took: Duration) {
+    apply_scan(t, report, took);
     *t.listed_at.lock().unwrap() = Some(unix_now());
     t.notify.notify_one();
 }
 
-/// A completed listing: refreshes the live view (except for aliases changing right now), reports
-/// drift, and in enforce mode queues the repairs.
-/// `first`: the listing that starts the target's work, with no earlier view to fall back on.
-fn apply_scan(inner: &Inner, t: &Target, listing: Vec<LiveAlias>, took: Duration, first: bool) {
+/// A completed listing: the live view takes its drift (except for aliases changing right now), the drift is
+/// reported, and in enforce mode the repairs are queued.
+fn apply_scan(t: &Target, report: Report, took: Duration) {
     let m = metrics();
-    let writes = t.writes_during_scan.lock().unwrap().take().unwrap_or_default();
-    // Locks per call, not across the scan: engine.changed (the reader) needs the queue meanwhile.
-    let busy = |a: &str| writes.contains(a) || t.queue.lock().unwrap().contains(a);
-    let report = crate::drift::compare(
-        &inner.store,
-        t.id,
-        &listing,
-        |a| inner.cfg.may_touch(a),
-        busy,
-        |d, l| t.provider.key_matches(d, l),
+    t.live.lock().unwrap().install(
+        &report,
+        |a| t.queue.lock().unwrap().contains(a),
+        || t.queue.lock().unwrap().aliases().cloned().collect::<Vec<_>>(),
     );
-    {
-        let mut fresh: HashMap<Box<str>, Live> = HashMap::with_capacity(listing.len());
-        for a in listing {
-            if inner.cfg.may_touch(&a.name) && !busy(&a.name) {
-                if let Some(k) = a.key_id {
-                    fresh.insert(a.name.into_boxed_str(), Live::Key(k));
-                }
-            }
-        }
-        // Changes consumed during the first listing: unknown, not absent (absent dropped deletions).
-        let queued: Vec<Arc<str>> =
-            if first { t.queue.lock().unwrap().aliases().cloned().collect() } else { Vec::new() };
-        let mut live = t.live.lock().unwrap();
-        // Aliases changing right now keep the value our own writes left.
-        for (a, k) in live.drain() {
-            if busy(&a) {
-                fresh.insert(a, k);
-            }
-        }
-        for a in queued.iter().filter(|a| inner.cfg.may_touch(a)) {
-            fresh.entry(Box::from(&**a)).or_insert(Live::Unknown);
-        }
-        *live = fresh;
-    }
     let now_unix = unix_now();
     *t.drifted.lock().unwrap() = report.drifted.iter().map(|d| (d.alias.as_str().into(), d.kind)).collect();
     for kind in Kind::ALL {
@@ -217,8 +198,8 @@ async fn work(
     let mut running: HashMap<tokio::task::Id, Arc<str>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut scan_at = next_scan(inner);
-    type Listing = Result<Vec<LiveAlias>, crate::provider::ProviderError>;
-    let mut scan: Option<(Instant, tokio::task::JoinHandle<Listing>)> = None;
+    type Scan = Result<(Report, usize), ProviderError>;
+    let mut scan: Option<(Instant, tokio::task::JoinHandle<Scan>)> = None;
     // The first listing runs beside the workers; until it is installed every alias's live state is unknown
     // (`reconcile_one` writes first).
     let mut first = Some(start_first_listing(inner, t));
@@ -290,8 +271,8 @@ async fn work(
             r = async { first.as_mut().unwrap().await }, if first.is_some() => {
                 first = None;
                 match r {
-                    Ok((listing, took)) => {
-                        install_listing(inner, t, listing, took);
+                    Ok((report, took)) => {
+                        install_listing(t, report, took);
                         t.ctl.set_phase(Phase::Running);
                     }
                     // list_until_ok ends only with a listing; a panic in it is logged and the listing starts over.
@@ -303,16 +284,16 @@ async fn work(
                 scan_at = next_scan(inner);
             }
             _ = sleep_until(scan_at), if scan.is_none() && first.is_none() && !paused => {
-                *t.writes_during_scan.lock().unwrap() = Some(HashSet::new());
-                let (p, prefixes) = (t.provider.clone(), inner.cfg.managed_prefixes.clone());
-                scan = Some((Instant::now(), tokio::spawn(async move { p.list_aliases(&prefixes).await })));
+                t.live.lock().unwrap().begin_scan();
+                let (inner, t) = (inner.clone(), t.clone());
+                scan = Some((Instant::now(), tokio::spawn(async move { scan_once(&inner, &t).await })));
             }
             r = async { (&mut scan.as_mut().unwrap().1).await }, if scan.is_some() => {
                 let (started, _) = scan.take().unwrap();
                 match r {
-                    Ok(Ok(listing)) => apply_scan(inner, t, listing, started.elapsed(), false),
+                    Ok(Ok((report, _))) => apply_scan(t, report, started.elapsed()),
                     Ok(Err(e)) => {
-                        *t.writes_during_scan.lock().unwrap() = None;
+                        t.live.lock().unwrap().abandon_scan();
                         metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
                         tracing::warn!(target_name = %t.name, error = %e, "drift scan failed");
                         // An idle target learns of expired credentials from its scan.
@@ -321,7 +302,7 @@ async fn work(
                         }
                     }
                     Err(e) => {
-                        *t.writes_during_scan.lock().unwrap() = None;
+                        t.live.lock().unwrap().abandon_scan();
                         tracing::error!(target_name = %t.name, error = %e, "drift scan task failed");
                     }
                 }
@@ -335,7 +316,6 @@ async fn work(
     if let Some(h) = first {
         h.abort();
     }
-    *t.writes_during_scan.lock().unwrap() = None;
     if let Some(h) = probe {
         h.abort();
     }
@@ -440,19 +420,16 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
         m.reconcile.with_label_values(&[&t.name, "refused", "failed"]).inc();
         return Done::Drop;
     }
-    let desired = inner.store.read().unwrap().desired(alias, t.id);
-    let listing = t.ctl.phase() == Phase::Listing;
-    let (action, live) = match t.live.lock().unwrap().get(alias) {
-        Some(Live::Unknown) => (decide_unknown(desired.as_deref()), None),
-        // Not written yet and the first listing not in: unknown, not absent.
-        None if listing => (decide_unknown(desired.as_deref()), None),
-        l => {
-            let live = match l {
-                Some(Live::Key(k)) => Some(k.clone()),
-                _ => None,
-            };
-            (decide(desired.as_deref(), live.as_deref(), |d, l| t.provider.key_matches(d, l)), live)
-        }
+    // One store read lock across both reads: the reader records an old key in the view under its write lock.
+    let (desired, known) = {
+        let s = inner.store.read().unwrap();
+        let desired = s.desired(alias, t.id);
+        let known = t.live.lock().unwrap().get(alias, desired.as_deref());
+        (desired, known)
+    };
+    let (action, live) = match known {
+        Known::Unknown => (decide_unknown(desired.as_deref()), None),
+        Known::Key(live) => (decide(desired.as_deref(), live.as_deref(), |d, l| t.provider.key_matches(d, l)), live),
     };
     if t.mode == Mode::Observe {
         if action != Action::Noop {
@@ -461,7 +438,7 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
         m.reconcile.with_label_values(&[&t.name, action.label(), "observed"]).inc();
         return Done::Success;
     }
-    match execute(t, alias, &action, live.as_deref()).await {
+    match execute(inner, t, alias, &action, live.as_deref()).await {
         Ok(done) => {
             if done != Action::Noop {
                 tracing::info!(target_name = %t.name, alias, action = done.label(), key = ?desired.as_deref(), "reconciled");
@@ -539,17 +516,18 @@ fn repaired(t: &Target, alias: &str) {
 
 /// Performs an action; returns what was actually done. Errors that reveal the live state are
 /// followed through (AlreadyExists → read → update if needed; NotFound on update → create).
-async fn execute(t: &Target, alias: &str, action: &Action, live: Option<&str>) -> Result<Action, ProviderError> {
+async fn execute(
+    inner: &Inner,
+    t: &Target,
+    alias: &str,
+    action: &Action,
+    live: Option<&str>,
+) -> Result<Action, ProviderError> {
     let p = &t.provider;
     let remember = |key: Option<&str>| {
-        if let Some(w) = t.writes_during_scan.lock().unwrap().as_mut() {
-            w.insert(alias.into());
-        }
-        let mut l = t.live.lock().unwrap();
-        match key {
-            Some(k) => l.insert(alias.into(), Live::Key(k.to_string())),
-            None => l.remove(alias),
-        };
+        let s = inner.store.read().unwrap();
+        let desired = s.desired(alias, t.id);
+        t.live.lock().unwrap().observed(alias, key, desired.as_deref(), |d, l| p.key_matches(d, l));
     };
     match action {
         Action::Noop => Ok(Action::Noop),

@@ -23,7 +23,7 @@ use super::dead_letter::{DeadLetters, DutyQueue, Letter, QUEUE_BYTES};
 use super::error_log::ErrorLog;
 use super::lease_partition_of_desired;
 use crate::desired::{Origin, Outcome, Store};
-use crate::event::{Decoder, Invalid};
+use crate::event::{Decoder, Invalid, TargetId};
 use crate::reconcile::Engine;
 use crate::telemetry::metrics::metrics;
 
@@ -356,14 +356,11 @@ impl Table {
         match self.decoder.decode(key, value) {
             Ok(ev) => {
                 let alias = ev.alias.clone();
-                let (outcome, changed) = {
-                    let mut s = self.store.write().unwrap();
-                    let r = s.apply(ev, origin);
-                    for &t in &r.1 {
-                        m.desired_aliases.with_label_values(&[&self.target_names[t as usize]]).set(s.count(t) as i64);
-                    }
-                    r
-                };
+                let (outcome, counts) = self.engine.apply(ev, origin);
+                for &(t, n) in &counts {
+                    m.desired_aliases.with_label_values(&[&self.target_names[t as usize]]).set(n as i64);
+                }
+                let changed: Vec<TargetId> = counts.iter().map(|c| c.0).collect();
                 match outcome {
                     Outcome::Applied => {
                         m.events.with_label_values(&["applied"]).inc();
