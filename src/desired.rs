@@ -45,29 +45,39 @@ const TAG_STR: u8 = 2;
 
 impl Packed {
     fn new(alias: &str, targets: &[(TargetId, KeyId)]) -> Packed {
-        let mut b = Vec::with_capacity(2 + alias.len() + targets.len() * 19);
+        let other: Vec<Option<String>> = targets
+            .iter()
+            .map(|(_, k)| match k {
+                KeyId::Uuid(_) | KeyId::Mrk(_) => None,
+                k => Some(k.to_string()),
+            })
+            .collect();
+        // Sized exactly: a shrinking realloc would leave a fragment behind every entry.
+        let len = 2 + alias.len() + other.iter().map(|o| 3 + o.as_ref().map_or(16, |s| 2 + s.len())).sum::<usize>();
+        let mut b = Vec::with_capacity(len);
         // Aliases are at most 256 bytes on every cloud; the event decoder bounds them well below u16.
         b.extend_from_slice(&(alias.len() as u16).to_le_bytes());
         b.extend_from_slice(alias.as_bytes());
-        for (t, k) in targets {
+        for ((t, k), o) in targets.iter().zip(&other) {
             b.extend_from_slice(&t.to_le_bytes());
-            match k {
-                KeyId::Uuid(v) => {
+            match (k, o) {
+                (KeyId::Uuid(v), _) => {
                     b.push(TAG_UUID);
                     b.extend_from_slice(v);
                 }
-                KeyId::Mrk(v) => {
+                (KeyId::Mrk(v), _) => {
                     b.push(TAG_MRK);
                     b.extend_from_slice(v);
                 }
-                other => {
-                    let s = other.to_string();
+                (_, o) => {
+                    let s = o.as_deref().unwrap_or_default();
                     b.push(TAG_STR);
                     b.extend_from_slice(&(s.len() as u16).to_le_bytes());
                     b.extend_from_slice(s.as_bytes());
                 }
             }
         }
+        debug_assert_eq!(b.len(), len);
         Packed(b.into_boxed_slice())
     }
 
