@@ -807,3 +807,51 @@ async fn the_first_pass_queues_only_what_the_listing_shows_differs() {
         .sum();
     assert_eq!(reconciles, 2.0, "only the two drifted aliases were reconciled:\n{m}");
 }
+
+/// Issue 10: a start with many targets lists them a few at a time (`LISTINGS_AT_ONCE`), not all at once.
+#[tokio::test(start_paused = true)]
+async fn first_listings_are_paced_across_targets() {
+    let n = aliassync::reconcile::LISTINGS_AT_ONCE * 2 + 3;
+    let o = Opts { list_delay: Duration::from_secs(2), ..Opts::default() };
+    let r = rig_opts("paced", n, 1000.0, &[], &[], Duration::from_secs(3600), o);
+    r.own_all();
+    r.engine.set_rebuilt();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = || r.fakes.iter().map(|f| f.calls("list")).sum::<usize>();
+    assert_eq!(started(), aliassync::reconcile::LISTINGS_AT_ONCE);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(started(), 2 * aliassync::reconcile::LISTINGS_AT_ONCE);
+    r.settle().await;
+    assert_eq!(started(), n);
+    assert!(r.engine.status().iter().all(|t| t.last_listing_unix.is_some()));
+}
+
+/// Issue 10: once listed, an alias in sync costs nothing to hold, and a change of it costs one write: the live
+/// view knows the old key without a read (it is recorded as the change is applied).
+#[tokio::test(start_paused = true)]
+async fn a_change_after_the_listing_costs_one_write_and_no_read() {
+    let r = rig("onewrite", 1, 1000.0, &[]);
+    for i in 0..500 {
+        let a = format!("alias/app/s{i}");
+        r.fakes[0].0.lock().unwrap().aliases.insert(a.clone(), K1.into());
+        r.apply(&a, 1, &[(0, K1)]);
+    }
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    let writes = |f: &Fake| ["create", "update", "delete", "get"].map(|op| f.calls(op));
+    assert_eq!(writes(&r.fakes[0]), [0, 0, 0, 0], "listed in sync: no call");
+    r.apply("alias/app/s7", 2, &[(0, K2)]);
+    r.apply("alias/app/new", 1, &[(0, K1)]);
+    r.absent("alias/app/s9", 2);
+    r.settle().await;
+    assert_eq!(writes(&r.fakes[0]), [1, 1, 1, 0], "one create, one update, one delete, no read");
+    assert_eq!(r.fakes[0].get("alias/app/s7").as_deref(), Some(K2));
+    assert_eq!(r.fakes[0].get("alias/app/s9"), None);
+    // Back and forth before the write lands: still one update per change that differs.
+    r.apply("alias/app/s7", 3, &[(0, K1)]);
+    r.apply("alias/app/s7", 4, &[(0, K2)]);
+    r.settle().await;
+    assert_eq!(r.fakes[0].get("alias/app/s7").as_deref(), Some(K2));
+    assert_eq!(r.fakes[0].calls("get"), 0);
+}

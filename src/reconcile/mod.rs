@@ -145,7 +145,13 @@ struct Inner {
     sink: Arc<dyn FailureSink>,
     rebuilt: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
+    /// Listings in flight across all targets: a start with a thousand targets lists them a few at a time
+    /// (each still paced by its own read quota) instead of opening a thousand listings at once.
+    listings: tokio::sync::Semaphore,
 }
+
+/// Listings at once per instance.
+pub const LISTINGS_AT_ONCE: usize = 16;
 
 #[derive(Clone)]
 pub struct Engine {
@@ -226,6 +232,7 @@ impl Engine {
             sink,
             rebuilt: watch::channel(false).0,
             shutdown: watch::channel(false).0,
+            listings: tokio::sync::Semaphore::new(LISTINGS_AT_ONCE),
         });
         Engine { inner, tasks: Arc::new(Mutex::new(Vec::new())) }
     }

@@ -63,6 +63,8 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
 /// One listing of the target, compared with the desired state as its pages stream in; with how many aliases
 /// it showed.
 async fn scan_once(inner: &Inner, t: &Target) -> Result<(Report, usize), ProviderError> {
+    // Never closed, so acquire fails only if it were; then list without a permit rather than not at all.
+    let _permit = inner.listings.acquire().await.ok();
     // Locks per alias, not across the scan: the reader needs the queue and the view meanwhile.
     let busy = |a: &str| t.live.lock().unwrap().changed_during_scan(a) || t.queue.lock().unwrap().contains(a);
     let mut c =
