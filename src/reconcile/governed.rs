@@ -25,12 +25,16 @@ pub struct Governed {
 struct ReadPacer {
     reads: Arc<Limiter>,
     target: String,
+    /// The call paid one read token already (a get): its first page is that one.
+    prepaid: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
 impl PagePacer for ReadPacer {
     async fn before_page(&self) {
-        self.reads.acquire().await;
+        if !self.prepaid.swap(false, Ordering::Relaxed) {
+            self.reads.acquire().await;
+        }
         metrics().list_pages.with_label_values(&[&self.target]).inc();
     }
 }
@@ -57,8 +61,8 @@ impl PagePacer for ProbePacer {
 }
 
 impl Governed {
-    fn read_pacer(&self) -> Arc<dyn PagePacer> {
-        Arc::new(ReadPacer { reads: self.reads.clone(), target: self.target.clone() })
+    fn read_pacer(&self, prepaid: bool) -> Arc<dyn PagePacer> {
+        Arc::new(ReadPacer { reads: self.reads.clone(), target: self.target.clone(), prepaid: prepaid.into() })
     }
 
     pub fn new(
@@ -121,7 +125,7 @@ impl KmsAliases for Governed {
         prefixes: &[String],
         visit: &mut (dyn FnMut(LiveAlias) + Send),
     ) -> Result<(), ProviderError> {
-        self.run(Operation::List, with_pacer(self.read_pacer(), self.inner.list_each(prefixes, visit))).await
+        self.run(Operation::List, with_pacer(self.read_pacer(false), self.inner.list_each(prefixes, visit))).await
     }
     /// One listing page at most: the cheapest call that needs credentials and permissions but no key.
     async fn probe(&self, prefixes: &[String]) -> Result<(), ProviderError> {
@@ -145,16 +149,18 @@ impl KmsAliases for Governed {
     // A provider that looks an alias up by listing (Huawei: get, create's duplicate check, delete) pays each
     // page from the read quota too, as a listing does.
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
-        self.run(Operation::Get, with_pacer(self.read_pacer(), self.inner.get_alias(alias))).await
+        // A get pays one read token; a lookup by listing (Huawei) makes that token its first page's.
+        self.run(Operation::Get, with_pacer(self.read_pacer(true), self.inner.get_alias(alias))).await
     }
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
-        self.run(Operation::Create, with_pacer(self.read_pacer(), self.inner.create_alias(alias, key_id))).await
+        self.run(Operation::Create, with_pacer(self.read_pacer(false), self.inner.create_alias(alias, key_id))).await
     }
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
-        self.run(Operation::Update, with_pacer(self.read_pacer(), self.inner.update_alias(alias, key_id))).await
+        self.run(Operation::Update, with_pacer(self.read_pacer(false), self.inner.update_alias(alias, key_id))).await
     }
     async fn delete_alias(&self, alias: &str, current_key: Option<&str>) -> Result<(), ProviderError> {
-        self.run(Operation::Delete, with_pacer(self.read_pacer(), self.inner.delete_alias(alias, current_key))).await
+        self.run(Operation::Delete, with_pacer(self.read_pacer(false), self.inner.delete_alias(alias, current_key)))
+            .await
     }
     fn key_matches(&self, desired: &str, live: &str) -> bool {
         self.inner.key_matches(desired, live)
@@ -197,6 +203,13 @@ mod tests {
         let pages = || metrics().list_pages.with_label_values(&[target]).get();
         g.get_alias("alias/x").await.unwrap();
         assert_eq!(pages(), 3);
+        // Three read tokens at 100/s, the first one paid by the get itself (not twice).
+        let slow = Governed::new(Arc::new(Paging), "governed-paging-slow", "huawei", 100.0, 1.0);
+        let t1 = tokio::time::Instant::now();
+        slow.get_alias("alias/x").await.unwrap();
+        let took = t1.elapsed().as_secs_f64();
+        assert!((1.9..2.6).contains(&took), "3 pages at 1 read/s with no opening burst: {took}");
+
         g.create_alias("alias/x", "k").await.unwrap();
         g.delete_alias("alias/x", None).await.unwrap();
         assert_eq!(pages(), 9, "create and delete look the alias up by listing: 3 pages each");
