@@ -11,11 +11,14 @@ use aliassync::config::{Config, LogFormat, DEFAULT_PATH};
 const EXIT_CONFIG: u8 = 78;
 /// `plan` found drift.
 const EXIT_DRIFT: u8 = 2;
+/// `publish` refused a file that removes aliases from a target (no `--allow-removals`); nothing was sent.
+const EXIT_REFUSED: u8 = 4;
 
 #[derive(Parser)]
 #[command(name = "aliassync", version, about = "Keeps KMS key aliases in sync across regions and clouds")]
 #[command(after_help = "Exit codes: 0 success (plan: in sync), 1 error, 2 plan found drift (clap usage errors \
-also exit 2), 78 invalid configuration.")]
+also exit 2), 4 publish refused a file that removes aliases (nothing sent; --allow-removals), 78 invalid \
+configuration.")]
 struct Cli {
     /// Configuration file (TOML); every key can be overridden by ALIASSYNC__SECTION__KEY.
     #[arg(long, short, global = true, env = "ALIASSYNC_CONFIG", default_value = DEFAULT_PATH)]
@@ -40,22 +43,36 @@ enum Cmd {
         #[arg(long)]
         target: Option<String>,
     },
-    /// Print the managed aliases of one target as a desired-state file (adopt what exists).
+    /// Print the managed aliases of targets, merged, as one desired-state file (adopt what exists).
+    /// Fails whole (naming the target) if any target cannot be listed.
     Import {
-        target: String,
+        /// Targets to read; their aliases merge into one file (alias -> target -> key).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        targets: Vec<String>,
+        /// Every configured target.
+        #[arg(long)]
+        all: bool,
         /// JSON instead of YAML.
         #[arg(long)]
         json: bool,
     },
     /// Publish a desired-state file (YAML or JSON) as events: changed aliases only, at the next revision.
+    /// Prints the plan first (per target: creates, re-points, removals, on stderr) and refuses, with exit 4
+    /// and nothing sent, a file that would remove aliases from a target unless --allow-removals.
     Publish {
         file: PathBuf,
-        /// Print the events instead of sending them.
+        /// Print the plan and the events (stdout), send nothing; exits 4 as publish would refuse.
         #[arg(long)]
         dry_run: bool,
-        /// Also mark aliases the topic has but the file lacks as absent (deleted everywhere).
+        /// Also mark aliases the topic has but the file lacks as absent (deleted everywhere: removals).
         #[arg(long)]
         delete_missing: bool,
+        /// Publish even if aliases lose their key in some target (a removal or `state: absent`).
+        #[arg(long)]
+        allow_removals: bool,
+        /// The plan, the decision and the events as one JSON document on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -115,9 +132,9 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Cmd::Import { target, json } => {
+        Cmd::Import { targets, all, json } => {
             aliassync::telemetry::logging::init(LogFormat::Text, "warn");
-            match runtime().block_on(aliassync::cli::import(&cfg, &target, json)) {
+            match runtime().block_on(aliassync::cli::import(&cfg, &targets, all, json)) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -125,38 +142,16 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Cmd::Publish { file, dry_run, delete_missing } => {
+        Cmd::Publish { file, dry_run, delete_missing, allow_removals, json } => {
             aliassync::telemetry::logging::init(LogFormat::Text, "warn");
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
-            };
-            let state = match aliassync::cli::statefile::StateFile::parse(&text) {
+            let state = match aliassync::cli::statefile::StateFile::read(&file) {
                 Ok(s) => s,
-                Err(e) => return fail(format!("{}: {e}", file.display())),
-            };
-            let rt = runtime();
-            let p = match rt.block_on(aliassync::cli::prepare_publish(&cfg, &state, delete_missing)) {
-                Ok(p) => p,
                 Err(e) => return fail(e),
             };
-            if dry_run {
-                for (_, v) in &p.events {
-                    println!("{v}");
-                }
-                eprintln!("dry run: {} events would be published, {} aliases unchanged", p.events.len(), p.unchanged);
-                return ExitCode::SUCCESS;
-            }
-            match rt.block_on(aliassync::cli::send(&cfg, &p.events)) {
-                Ok(()) => {
-                    eprintln!(
-                        "published {} events to {}, {} aliases unchanged",
-                        p.events.len(),
-                        cfg.kafka.topic,
-                        p.unchanged
-                    );
-                    ExitCode::SUCCESS
-                }
+            let opts = aliassync::cli::publish::Options { dry_run, delete_missing, allow_removals, json };
+            match runtime().block_on(aliassync::cli::publish(&cfg, &state, opts)) {
+                Ok(aliassync::cli::publish::Outcome::Refused) => ExitCode::from(EXIT_REFUSED),
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }

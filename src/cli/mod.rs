@@ -1,12 +1,11 @@
 //! The operator commands beside the daemon: plan (diff without changing anything), import (adopt
-//! what a target has), publish (a desired-state file → events).
+//! what targets have), publish (a desired-state file → events, after its plan is checked).
 
+pub mod import;
+pub mod publish;
+pub mod publish_plan;
 pub mod statefile;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use crate::config::Config;
@@ -14,7 +13,9 @@ use crate::daemon::build_targets;
 use crate::drift::{self, Kind};
 use crate::event::{is_managed, Decoder};
 use crate::source::{client_config, snapshot};
-use statefile::StateFile;
+
+pub use import::import;
+pub use publish::{prepare_publish, publish, send, Publication};
 
 async fn read_desired(cfg: &Config) -> Result<(crate::desired::Store, snapshot::Counts), String> {
     let base = client_config(cfg).map_err(|e| e.to_string())?;
@@ -112,85 +113,4 @@ pub async fn plan(cfg: &Config, json_out: bool, only: Option<&str>) -> Result<bo
 
 fn cfg_id(cfg: &Config, name: &str) -> u16 {
     cfg.targets.keys().position(|k| k == name).unwrap_or(0) as u16
-}
-
-/// The managed aliases of one target, as a desired-state file.
-pub async fn import(cfg: &Config, target: &str, json_out: bool) -> Result<String, String> {
-    let specs = build_targets(cfg).map_err(|e| e.to_string())?;
-    let s = specs.iter().find(|s| s.name == target).ok_or_else(|| {
-        format!("unknown target {target:?}; configured: {}", cfg.targets.keys().cloned().collect::<Vec<_>>().join(", "))
-    })?;
-    let prefixes = &cfg.ownership.managed_prefixes;
-    let listing = s.provider.list_aliases(prefixes).await.map_err(|e| format!("{target}: {e}"))?;
-    let mut f = StateFile::default();
-    for a in listing {
-        if let (true, Some(k)) = (is_managed(prefixes, &a.name), a.key_id) {
-            f.aliases.insert(a.name, BTreeMap::from([(target.to_string(), k)]));
-        }
-    }
-    Ok(if json_out { f.to_json() } else { f.to_yaml() })
-}
-
-/// What `publish` sends.
-#[derive(Debug)]
-pub struct Publication {
-    pub events: Vec<(String, String)>,
-    pub unchanged: usize,
-}
-
-/// Turns a desired-state file into events: only aliases whose targets differ from the topic, each
-/// at the next revision; with `delete_missing`, `state: absent` for aliases the file no longer has.
-pub async fn prepare_publish(cfg: &Config, file: &StateFile, delete_missing: bool) -> Result<Publication, String> {
-    let (store, _) = read_desired(cfg).await?;
-    let decoder = Decoder::from_config(cfg);
-    let names: Vec<&String> = cfg.targets.keys().collect();
-    let mut events = Vec::new();
-    let mut unchanged = 0;
-    let mut problems = Vec::new();
-    let current_all: BTreeMap<&str, (u64, BTreeMap<String, String>)> = store
-        .iter()
-        .map(|(a, rev, t)| (a, (rev, t.iter().map(|(id, k)| (names[*id as usize].clone(), k.to_string())).collect())))
-        .collect();
-    for (alias, targets) in &file.aliases {
-        let (rev, now) = current_all.get(alias.as_str()).cloned().unwrap_or((0, BTreeMap::new()));
-        if current_all.contains_key(alias.as_str()) && &now == targets {
-            unchanged += 1;
-            continue;
-        }
-        let v = json!({"schema": 1, "alias": alias, "revision": rev + 1, "targets": targets}).to_string();
-        match decoder.decode(Some(alias.as_bytes()), Some(v.as_bytes())) {
-            Ok(_) => events.push((alias.clone(), v)),
-            Err(e) => problems.push(format!("{alias}: {e}")),
-        }
-    }
-    if delete_missing {
-        for (alias, (rev, now)) in &current_all {
-            if !now.is_empty() && !file.aliases.contains_key(*alias) {
-                let v = json!({"schema": 1, "alias": alias, "revision": rev + 1, "state": "absent"}).to_string();
-                events.push((alias.to_string(), v));
-            }
-        }
-    }
-    if !problems.is_empty() {
-        return Err(format!("the file has invalid entries (nothing was published):\n  {}", problems.join("\n  ")));
-    }
-    Ok(Publication { events, unchanged })
-}
-
-pub async fn send(cfg: &Config, events: &[(String, String)]) -> Result<(), String> {
-    let base = client_config(cfg).map_err(|e| e.to_string())?;
-    let p: FutureProducer =
-        base.clone().set("enable.idempotence", "true").create().map_err(|e| format!("kafka producer: {e}"))?;
-    let sends = events.iter().map(|(k, v)| {
-        let p = p.clone();
-        async move {
-            p.send(FutureRecord::to(&cfg.kafka.topic).key(k).payload(v), Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| format!("{k}: {e}"))
-        }
-    });
-    for r in futures::future::join_all(sends).await {
-        r?;
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,12 @@ impl StateFile {
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML desired-state file: {e}"))
         }
+    }
+
+    /// Reads and parses a file; errors name it.
+    pub fn read(path: &Path) -> Result<StateFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        StateFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     pub fn to_yaml(&self) -> String {
