@@ -1,6 +1,8 @@
 //! `aliassync import T1 T2 … | --all`: the managed aliases of several targets, merged into one
 //! desired-state file (alias → target → key), so that publishing it keeps every one of those targets.
 
+use std::collections::BTreeSet;
+
 use futures::StreamExt;
 
 use super::statefile::StateFile;
@@ -12,7 +14,7 @@ use crate::event::is_managed;
 const CONCURRENT_LISTINGS: usize = 16;
 
 /// The targets to read: every configured one with `all`, else `names` (deduplicated, each checked).
-pub fn chosen(cfg: &Config, names: &[String], all: bool) -> Result<Vec<String>, String> {
+pub fn chosen(cfg: &Config, names: &[String], all: bool) -> Result<BTreeSet<String>, String> {
     if all {
         return Ok(cfg.targets.keys().cloned().collect());
     }
@@ -27,10 +29,7 @@ pub fn chosen(cfg: &Config, names: &[String], all: bool) -> Result<Vec<String>, 
     if names.is_empty() {
         return Err("name at least one target, or --all".into());
     }
-    let mut out = names.to_vec();
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(names.iter().cloned().collect())
 }
 
 /// The managed aliases of the chosen targets, as one desired-state file (YAML, or JSON). Fails whole, naming
@@ -101,8 +100,9 @@ mod tests {
             [],
         )
         .unwrap();
-        assert_eq!(chosen(&cfg, &[], true).unwrap(), ["a", "b"]);
-        assert_eq!(chosen(&cfg, &["b".into(), "a".into(), "b".into()], false).unwrap(), ["a", "b"]);
+        let ab = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        assert_eq!(chosen(&cfg, &[], true).unwrap(), ab);
+        assert_eq!(chosen(&cfg, &["b".into(), "a".into(), "b".into()], false).unwrap(), ab);
         let e = chosen(&cfg, &["a".into(), "zz".into()], false).unwrap_err();
         assert!(e.contains("zz") && e.contains("configured: a, b"), "{e}");
         assert!(chosen(&cfg, &[], false).is_err());

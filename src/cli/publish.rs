@@ -107,6 +107,7 @@ fn report(cfg: &Config, p: &Publication, opts: Options, outcome: Outcome) {
 pub async fn prepare_publish(cfg: &Config, file: &StateFile, delete_missing: bool) -> Result<Publication, String> {
     let (store, _) = read_desired(cfg).await?;
     let topic = topic_state(cfg, &store);
+    // The plain copy replaces the store: don't hold both for a large topic.
     drop(store);
     let (updates, unchanged) = publish_plan::updates(&topic, file, delete_missing);
     let events = validated_events(cfg, &updates)?;

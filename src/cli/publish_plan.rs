@@ -194,11 +194,11 @@ impl Plan {
             })
             .collect();
         format!(
-            "refused: the file would remove {} alias(es) from {} target(s); nothing was published:\n{}\n\
+            "refused: the file would remove aliases from {} target(s) ({} removals); nothing was published:\n{}\n\
              If the removals are intended, run again with --allow-removals. If the file was meant to list \
              every target, build it with `aliassync import T1 T2 …` or `aliassync import --all`.",
-            self.count(Action::Removal),
             per_target.len(),
+            self.count(Action::Removal),
             per_target.join("\n")
         )
     }
@@ -268,15 +268,18 @@ fn lines(changes: &[Change], action: Action) -> String {
 mod tests {
     use super::*;
 
-    fn targets(pairs: &[(&str, &str)]) -> Targets {
+    /// (target, key) pairs.
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+    fn targets(pairs: Pairs) -> Targets {
         pairs.iter().map(|(t, k)| (t.to_string(), k.to_string())).collect()
     }
 
-    fn topic(entries: &[(&str, u64, &[(&str, &str)])]) -> Topic {
+    fn topic(entries: &[(&str, u64, Pairs)]) -> Topic {
         entries.iter().map(|(a, r, t)| (a.to_string(), OnTopic { revision: *r, targets: targets(t) })).collect()
     }
 
-    fn file(entries: &[(&str, &[(&str, &str)])]) -> StateFile {
+    fn file(entries: &[(&str, Pairs)]) -> StateFile {
         StateFile { aliases: entries.iter().map(|(a, t)| (a.to_string(), targets(t))).collect() }
     }
 
@@ -353,7 +356,7 @@ mod tests {
         assert_eq!(plan.targets.keys().collect::<Vec<_>>(), ["t2", "t3"]);
         assert!(plan.removes());
         let msg = plan.refusal();
-        assert!(msg.contains("remove 2 alias(es) from 2 target(s)"), "{msg}");
+        assert!(msg.contains("remove aliases from 2 target(s) (2 removals)"), "{msg}");
         assert!(msg.contains("t2: 1 (a)") && msg.contains("t3: 1 (a)") && msg.contains("--allow-removals"), "{msg}");
     }
 
