@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aliassync::config::Config;
-use aliassync::provider::{KmsAliases, LiveAlias, ProviderError};
+use aliassync::provider::{KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
 use aliassync::reconcile::governed::Governed;
 use aliassync::reconcile::TargetSpec;
 use async_trait::async_trait;
@@ -40,6 +40,11 @@ impl KmsAliases for NullKms {
     async fn delete_alias(&self, a: &str, _c: Option<&str>) -> Result<(), ProviderError> {
         self.0.lock().unwrap().remove(a);
         Ok(())
+    }
+    /// Every key exists and is Enabled (the pre-flight's describe is part of the measured path).
+    async fn describe_key(&self, k: &str) -> Result<Option<KeyFacts>, ProviderError> {
+        let (spec, usage) = ("SYMMETRIC_DEFAULT".into(), "ENCRYPT_DECRYPT".into());
+        Ok(Some(KeyFacts { key_id: k.into(), state: KeyState::Enabled, spec, usage }))
     }
 }
 

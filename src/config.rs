@@ -27,6 +27,8 @@ pub struct Config {
     #[serde(default)]
     pub reconcile: ReconcileConfig,
     #[serde(default)]
+    pub safety: SafetyConfig,
+    #[serde(default)]
     pub targets: BTreeMap<String, TargetConfig>,
 }
 
@@ -139,6 +141,22 @@ impl Default for ReconcileConfig {
             consistency_retries: default_consistency_retries(),
             drain_timeout_seconds: default_drain_timeout(),
         }
+    }
+}
+
+/// Checks before any write (DESIGN §2.9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Before a create or re-point: the key exists and is Enabled, and a re-point keeps the key's spec and usage.
+    /// Violations are dead-lettered (`preflight_key_missing` / `_disabled` / `_mismatch`), the alias untouched.
+    #[serde(default = "default_true")]
+    pub preflight: bool,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig { preflight: true }
     }
 }
 
@@ -258,6 +276,9 @@ fn default_consistency_retries() -> u32 {
 fn default_drain_timeout() -> u64 {
     20
 }
+fn default_true() -> bool {
+    true
+}
 fn default_concurrency() -> usize {
     4
 }
@@ -356,6 +377,11 @@ impl Config {
 
     pub fn dead_letter_topic(&self) -> String {
         self.kafka.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.kafka.topic))
+    }
+
+    /// Where owners record applied and failed changes (DESIGN §2.9).
+    pub fn status_topic(&self) -> String {
+        format!("{}.status", self.kafka.topic)
     }
 
     pub fn lease_topic(&self) -> String {
@@ -629,5 +655,18 @@ mod tests {
         let e = Config::from_sources(&format!("\"x[-99999999999]\" = 1\n{MINIMAL}"), []).unwrap_err();
         assert!(matches!(&e, ConfigError::Parse(m) if m.contains("x[-99999999999]")), "{e}");
         assert!(Config::from_sources(MINIMAL, []).is_ok());
+    }
+
+    #[test]
+    fn safety_preflight_defaults_on_and_unknown_keys_fail_naming_the_key() {
+        assert!(Config::from_sources(MINIMAL, []).unwrap().safety.preflight);
+        let off = Config::from_sources(&format!("{MINIMAL}[safety]\npreflight = false\n"), []).unwrap();
+        assert!(!off.safety.preflight);
+        let env = [("ALIASSYNC__SAFETY__PREFLIGHT".to_string(), "false".to_string())];
+        assert!(!Config::from_sources(MINIMAL, env).unwrap().safety.preflight);
+        let e = Config::from_sources(&format!("{MINIMAL}[safety]\npreflite = false\n"), []).unwrap_err();
+        assert!(matches!(&e, ConfigError::Parse(m) if m.contains("preflite") && m.contains("preflight")), "{e}");
+        let e = Config::from_sources(&format!("{MINIMAL}[safety]\npreflight = \"sometimes\"\n"), []).unwrap_err();
+        assert!(matches!(&e, ConfigError::Parse(m) if m.contains("preflight")), "{e}");
     }
 }

@@ -319,6 +319,11 @@ impl Store {
         Some((i, p.key(target)))
     }
 
+    /// The record timestamp (ms) of the alias's last applied record.
+    pub fn produced_ms(&self, alias: &str) -> Option<i64> {
+        self.entries.get(&ByAlias(alias)).map(|e| e.timestamp_ms)
+    }
+
     pub fn revision(&self, alias: &str) -> Option<u64> {
         self.entries.get(&ByAlias(alias)).map(|e| e.revision)
     }

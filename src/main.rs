@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -13,12 +14,21 @@ const EXIT_CONFIG: u8 = 78;
 const EXIT_DRIFT: u8 = 2;
 /// `publish` refused a file that removes aliases from a target (no `--allow-removals`); nothing was sent.
 const EXIT_REFUSED: u8 = 4;
+/// `wait` (and `publish --wait`): a target failed the revision for good (DESIGN §2.9). The same code as any
+/// other error: the contract gives it; the printed `TARGET: … failed …` lines tell the two apart.
+const EXIT_FAILED: u8 = 1;
+/// `wait` (and `publish --wait`): the timeout passed with targets still pending (DESIGN §2.9).
+const EXIT_TIMEOUT: u8 = 3;
+/// `wait`: nothing to wait for: the alias (or that revision) is not on the desired topic, or `--target` names
+/// a target that is not configured. Its own code, so a typo is not mistaken for a failed or slow rollout.
+const EXIT_UNKNOWN: u8 = 5;
 
 #[derive(Parser)]
 #[command(name = "aliassync", version, about = "Keeps KMS key aliases in sync across regions and clouds")]
-#[command(after_help = "Exit codes: 0 success (plan: in sync), 1 error, 2 plan found drift (clap usage errors \
-also exit 2), 4 publish refused a file that removes aliases (nothing sent; --allow-removals), 78 invalid \
-configuration.")]
+#[command(after_help = "Exit codes: 0 success (plan: in sync; wait: applied in every target), 1 error, or wait: \
+a target failed the revision, 2 plan found drift (clap usage errors also exit 2), 3 wait timed out with targets \
+pending, 4 publish refused a file that removes aliases (nothing sent; --allow-removals), 5 wait: the alias or \
+revision is not on the desired topic, or an unknown --target, 78 invalid configuration.")]
 struct Cli {
     /// Configuration file (TOML); every key can be overridden by ALIASSYNC__SECTION__KEY.
     #[arg(long, short, global = true, env = "ALIASSYNC_CONFIG", default_value = DEFAULT_PATH)]
@@ -73,6 +83,33 @@ enum Cmd {
         /// The plan, the decision and the events as one JSON document on stdout.
         #[arg(long)]
         json: bool,
+        /// Then wait until every published alias is applied at its new revision in its targets (as `wait`:
+        /// exit 0 applied, 1 a target failed, 3 timeout; the per-target lines go to stderr with --json).
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+        /// How long --wait waits, e.g. 120s, 2m, 1m30s.
+        #[arg(long, requires = "wait", value_parser = aliassync::cli::wait::parse_duration, default_value = "120s")]
+        timeout: Duration,
+    },
+    /// Wait until ALIAS is applied at a revision in all its targets (from the status topic). Exit 0 applied,
+    /// 1 a target failed it, 3 timeout, 5 unknown alias, revision or target.
+    ///
+    /// Reads what the targets' owners record on `<kafka.topic>.status` (Kafka access only, no cloud
+    /// credentials). Awaited: every target where the alias's desired state names a key (pointing at that key),
+    /// and every target where it is absent but was ever recorded (the removal). Prints one line per target:
+    /// revision and key when applied; code when failed; on a timeout, the pending targets with the last record
+    /// seen for each.
+    Wait {
+        alias: String,
+        /// The revision to wait for (or any later one); default: the alias's latest on the desired topic.
+        #[arg(long)]
+        revision: Option<u64>,
+        /// Only these targets (repeat the option for several).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// How long to wait, e.g. 120s, 2m, 1m30s.
+        #[arg(long, value_parser = aliassync::cli::wait::parse_duration, default_value = "120s")]
+        timeout: Duration,
     },
 }
 
@@ -90,6 +127,16 @@ fn runtime() -> tokio::runtime::Runtime {
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("aliassync: {e}");
     ExitCode::FAILURE
+}
+
+/// The exit of a wait (`wait`, `publish --wait`).
+fn waited(end: aliassync::cli::wait::End) -> ExitCode {
+    use aliassync::cli::wait::End;
+    match end {
+        End::Applied => ExitCode::SUCCESS,
+        End::Failed => ExitCode::from(EXIT_FAILED),
+        End::TimedOut => ExitCode::from(EXIT_TIMEOUT),
+    }
 }
 
 fn main() -> ExitCode {
@@ -142,16 +189,28 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Cmd::Publish { file, dry_run, delete_missing, allow_removals, json } => {
+        Cmd::Publish { file, dry_run, delete_missing, allow_removals, json, wait, timeout } => {
             aliassync::telemetry::logging::init(LogFormat::Text, "warn");
             let state = match aliassync::cli::statefile::StateFile::read(&file) {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            let opts = aliassync::cli::publish::Options { dry_run, delete_missing, allow_removals, json };
+            let wait = wait.then_some(timeout);
+            let opts = aliassync::cli::publish::Options { dry_run, delete_missing, allow_removals, json, wait };
             match runtime().block_on(aliassync::cli::publish(&cfg, &state, opts)) {
-                Ok(aliassync::cli::publish::Outcome::Refused) => ExitCode::from(EXIT_REFUSED),
-                Ok(_) => ExitCode::SUCCESS,
+                Ok(f) if f.outcome == aliassync::cli::publish::Outcome::Refused => ExitCode::from(EXIT_REFUSED),
+                Ok(f) => f.waited.map_or(ExitCode::SUCCESS, waited),
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Wait { alias, revision, targets, timeout } => {
+            aliassync::telemetry::logging::init(LogFormat::Text, "warn");
+            match runtime().block_on(aliassync::cli::wait(&cfg, &alias, revision, &targets, timeout)) {
+                Ok(end) => waited(end),
+                Err(aliassync::cli::wait::WaitError::Unknown(e)) => {
+                    eprintln!("aliassync: {e}");
+                    ExitCode::from(EXIT_UNKNOWN)
+                }
                 Err(e) => fail(e),
             }
         }

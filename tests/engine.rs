@@ -8,7 +8,7 @@ use std::time::Duration;
 use aliassync::config::Mode;
 use aliassync::desired::{Origin, Store};
 use aliassync::event::{Body, Event, TargetId};
-use aliassync::provider::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
+use aliassync::provider::{ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
 use aliassync::reconcile::governed::Governed;
 use aliassync::reconcile::{Engine, EngineConfig, FailureSink, PermanentFailure, TargetSpec};
 use async_trait::async_trait;
@@ -19,8 +19,10 @@ struct FakeState {
     calls: Vec<(String, String)>,
     /// Error returned by every write while set.
     fail_writes: Option<ErrorClass>,
-    /// Keys that do not exist (writes naming them fail NotFound).
+    /// Keys that do not exist (writes naming them fail NotFound, describe_key answers None).
     missing_keys: HashSet<String>,
+    /// What describe_key answers for these keys; any other key is an Enabled symmetric encryption key.
+    key_facts: BTreeMap<String, KeyFacts>,
     /// The cloud is unreachable: every call fails (transient).
     down: bool,
     /// How long a listing takes (it sees the aliases as they were when it began).
@@ -134,6 +136,25 @@ impl KmsAliases for Fake {
     async fn delete_alias(&self, alias: &str, _current: Option<&str>) -> Result<(), ProviderError> {
         self.write("delete", alias, None).await
     }
+    async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
+        let mut s = self.0.lock().unwrap();
+        s.calls.push(("describe".into(), key_id.into()));
+        if s.down {
+            return Err(err(ErrorClass::Transient, "ServiceUnavailable"));
+        }
+        if let Some(c) = s.refuse {
+            return Err(err(c, "ExpiredTokenException"));
+        }
+        if s.missing_keys.contains(key_id) {
+            return Ok(None);
+        }
+        Ok(Some(s.key_facts.get(key_id).cloned().unwrap_or_else(|| KeyFacts {
+            key_id: key_id.into(),
+            state: KeyState::Enabled,
+            spec: "SYMMETRIC_DEFAULT".into(),
+            usage: "ENCRYPT_DECRYPT".into(),
+        })))
+    }
 }
 
 #[derive(Default, Clone)]
@@ -165,6 +186,8 @@ struct Opts {
     backoff_max: Duration,
     /// Set on the fakes before the engine starts.
     list_delay: Duration,
+    /// `safety.preflight`.
+    preflight: bool,
 }
 
 impl Default for Opts {
@@ -174,6 +197,7 @@ impl Default for Opts {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             list_delay: Duration::ZERO,
+            preflight: true,
         }
     }
 }
@@ -206,6 +230,7 @@ fn rig_opts(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
             consistency_retries: 2,
             managed_prefixes: vec!["alias/app/".into()],
             scan_interval: scan,
+            preflight: o.preflight,
         },
         Arc::new(sink.clone()),
     );
@@ -219,13 +244,13 @@ impl Rig {
         let (_, changed) =
             self.engine.apply(Event { alias: alias.into(), revision: Some(rev), body }, Origin::default());
         let changed: Vec<TargetId> = changed.iter().map(|c| c.0).collect();
-        self.engine.changed(alias, &changed);
+        self.engine.changed(alias, &changed, chrono::Utc::now().timestamp_millis());
     }
     fn absent(&self, alias: &str, rev: u64) {
         let ev = Event { alias: alias.into(), revision: Some(rev), body: Body::Absent };
         let (_, changed) = self.engine.apply(ev, Origin::default());
         let changed: Vec<TargetId> = changed.iter().map(|c| c.0).collect();
-        self.engine.changed(alias, &changed);
+        self.engine.changed(alias, &changed, chrono::Utc::now().timestamp_millis());
     }
     fn own_all(&self) {
         self.engine.set_owned(&(0..self.fakes.len() as TargetId).collect());
@@ -344,9 +369,11 @@ async fn a_failing_target_retries_without_stalling_the_other() {
     assert!(r.sink.0.lock().unwrap().is_empty(), "transient errors are never dead-lettered");
 }
 
+/// The cloud's own answers (the pre-flight, which would catch the missing key first, is off here).
 #[tokio::test(start_paused = true)]
 async fn permanent_and_consistency_failures() {
-    let r = rig("perm", 1, 1000.0, &[]);
+    let o = Opts { preflight: false, ..Opts::default() };
+    let r = rig_opts("perm", 1, 1000.0, &[], &[], Duration::from_secs(3600), o);
     r.own_all();
     r.engine.set_rebuilt();
     r.fakes[0].0.lock().unwrap().missing_keys.insert("gone".into());
@@ -370,6 +397,81 @@ async fn permanent_and_consistency_failures() {
     r.settle().await;
     assert_eq!(r.fakes[0].get("alias/app/e").as_deref(), Some(K1));
     assert_eq!(r.sink.0.lock().unwrap().len(), 2);
+}
+
+/// Issue 12 (item 3): the pre-flight before a write. A missing, disabled or incompatible key leaves the alias
+/// as it is (no write) and is dead-lettered with its own reason; a missing key is retried first (as the cloud's
+/// NotFound would be). A healthy re-point to a key already described costs no describe; deletes need none.
+#[tokio::test(start_paused = true)]
+async fn preflight_refuses_bad_keys_without_writing_and_caches_good_ones() {
+    let r = rig("preflight", 1, 1000.0, &[]);
+    let f = &r.fakes[0];
+    {
+        let mut s = f.0.lock().unwrap();
+        s.aliases.insert("alias/app/a".into(), K1.into());
+        s.missing_keys.insert("gone".into());
+        let facts = |id: &str, state: KeyState, spec: &str, usage: &str| {
+            (id.to_string(), KeyFacts { key_id: id.into(), state, spec: spec.into(), usage: usage.into() })
+        };
+        s.key_facts.extend([
+            facts("off", KeyState::Disabled, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
+            facts("dying", KeyState::PendingDeletion, "SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
+            facts("hmac", KeyState::Enabled, "HMAC_256", "GENERATE_VERIFY_MAC"),
+        ]);
+    }
+    r.apply("alias/app/a", 1, &[(0, K1)]);
+    r.own_all();
+    r.engine.set_rebuilt();
+    r.settle().await;
+    let writes = || f.calls("create") + f.calls("update") + f.calls("delete");
+    let describes = || f.calls("describe");
+    assert_eq!((writes(), describes()), (0, 0), "in sync: nothing to check");
+    for (rev, key, reason) in [
+        (2, "gone", "preflight_key_missing"),
+        (3, "off", "preflight_key_disabled"),
+        (4, "dying", "preflight_key_disabled"),
+        (5, "hmac", "preflight_key_mismatch"),
+    ] {
+        r.apply("alias/app/a", rev, &[(0, key)]);
+        r.settle().await;
+        assert_eq!(f.get("alias/app/a").as_deref(), Some(K1), "{key}: the alias stays on its old key");
+        let dead = r.sink.0.lock().unwrap().last().cloned().unwrap();
+        assert_eq!((dead.reason, dead.code.as_str(), dead.key_id.as_deref()), (reason, reason, Some(key)), "{key}");
+    }
+    assert_eq!(writes(), 0, "no write to a bad key");
+    assert_eq!(r.sink.0.lock().unwrap().len(), 4);
+    // Missing and disabled are retried (consistency_retries = 2) but asked again only once the 2 s "no" expires.
+    assert!(describes() <= 4 + 1, "{} describes", describes());
+
+    // A healthy re-point: the new key is described once, the old one (K1) too; the way back costs nothing.
+    let before = describes();
+    r.apply("alias/app/a", 6, &[(0, K2)]);
+    r.settle().await;
+    assert_eq!(f.get("alias/app/a").as_deref(), Some(K2));
+    assert_eq!(describes() - before, 1, "K1 is cached from the mismatch check");
+    r.apply("alias/app/a", 7, &[(0, K1)]);
+    r.apply("alias/app/b", 1, &[(0, K2)]);
+    r.settle().await;
+    assert_eq!((f.get("alias/app/a").as_deref(), f.get("alias/app/b").as_deref()), (Some(K1), Some(K2)));
+    assert_eq!(describes() - before, 1, "known keys: cache hits");
+    // A delete checks nothing, even of a key that is gone meanwhile.
+    f.0.lock().unwrap().missing_keys.insert(K2.into());
+    r.absent("alias/app/b", 2);
+    r.settle().await;
+    assert_eq!(f.get("alias/app/b"), None);
+    assert_eq!(describes() - before, 1);
+    assert_eq!(r.sink.0.lock().unwrap().len(), 4);
+
+    // Switched off (`safety.preflight = false`): the write goes to the cloud, which takes a disabled key.
+    let o = Opts { preflight: false, ..Opts::default() };
+    let off = rig_opts("preflight-off", 1, 1000.0, &[], &[], Duration::from_secs(3600), o);
+    off.fakes[0].0.lock().unwrap().key_facts = f.0.lock().unwrap().key_facts.clone();
+    off.own_all();
+    off.engine.set_rebuilt();
+    off.apply("alias/app/x", 1, &[(0, "off")]);
+    off.settle().await;
+    assert_eq!(off.fakes[0].get("alias/app/x").as_deref(), Some("off"));
+    assert_eq!(off.fakes[0].calls("describe"), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -311,7 +311,7 @@ fn update_alias(app: &App, scope: &ScopeKey, p: &Params) -> Result<Response, Api
 
 fn delete_alias(app: &App, scope: &ScopeKey, p: &Params) -> Result<Response, ApiError> {
     let name = p.required("AliasName")?;
-    app.store.with(scope, |s| match s.aliases.remove(name) {
+    app.store.with(scope, |s| match s.remove_alias(name) {
         Some(_) => Ok(ok(json!({}))),
         None => Err(alias_not_found()),
     })

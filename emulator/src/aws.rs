@@ -426,7 +426,7 @@ fn set_alias(app: &App, scope: &ScopeKey, b: &Value, update: bool) -> Result<Res
 fn delete_alias(app: &App, scope: &ScopeKey, b: &Value) -> Result<Response, ApiError> {
     let name = req_str(b, "AliasName")?;
     check_name(name)?;
-    app.store.with(scope, |s| match s.aliases.remove(name) {
+    app.store.with(scope, |s| match s.remove_alias(name) {
         Some(_) => Ok(ok_empty()),
         None => Err(alias_not_found(scope, name)),
     })

@@ -408,7 +408,7 @@ impl Cx<'_> {
                 }
             }
             for n in &names {
-                s.aliases.remove(*n);
+                s.remove_alias(n);
             }
             Ok(ok(204, None))
         })

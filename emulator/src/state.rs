@@ -2,7 +2,7 @@
 //! them: an alias name is unique within one scope and the same name may exist in every other one.
 //! Cloud-neutral: the rules of each API live in its wire module, which works on a `&mut Scope`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -79,28 +79,55 @@ pub struct Alias {
 #[derive(Default, Debug)]
 pub struct Scope {
     pub keys: BTreeMap<String, Key>,
-    /// Ordered by name: listings and paging markers rely on it.
+    /// Ordered by name: listings and paging markers rely on it. Changed only through `put_alias` and
+    /// `remove_alias`, which keep `per_key` in step.
     pub aliases: BTreeMap<String, Alias>,
+    /// Aliases per key id: the per-key quota is checked on every write, and counting a scope of a
+    /// million aliases per call would make the emulator the bottleneck of a load test.
+    per_key: HashMap<String, usize>,
 }
 
 impl Scope {
     /// Aliases pointing at `key_id` (for per-key quotas).
     pub fn alias_count(&self, key_id: &str) -> usize {
-        self.aliases.values().filter(|a| a.key_id.as_deref() == Some(key_id)).count()
+        self.per_key.get(key_id).copied().unwrap_or(0)
     }
 
     /// Creates or re-points an alias, keeping its creation time.
     pub fn put_alias(&mut self, name: &str, key_id: Option<String>, owner: &str) -> &Alias {
         let now = Utc::now();
+        if let Some(k) = &key_id {
+            *self.per_key.entry(k.clone()).or_default() += 1;
+        }
         let entry = self.aliases.entry(name.to_string()).or_insert_with(|| Alias {
             key_id: None,
             created: now,
             updated: now,
             owner: owner.to_string(),
         });
-        entry.key_id = key_id;
+        let old = std::mem::replace(&mut entry.key_id, key_id);
         entry.updated = now;
+        if let Some(k) = old {
+            uncount(&mut self.per_key, &k);
+        }
         entry
+    }
+
+    pub fn remove_alias(&mut self, name: &str) -> Option<Alias> {
+        let a = self.aliases.remove(name)?;
+        if let Some(k) = &a.key_id {
+            uncount(&mut self.per_key, k);
+        }
+        Some(a)
+    }
+}
+
+fn uncount(per_key: &mut HashMap<String, usize>, key_id: &str) {
+    if let Some(n) = per_key.get_mut(key_id) {
+        *n -= 1;
+        if *n == 0 {
+            per_key.remove(key_id);
+        }
     }
 }
 
@@ -159,5 +186,29 @@ impl Store {
             out[k.cloud.as_str()][&k.account][&k.region] = json!({ "keys": keys, "aliases": aliases });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_key_counts_follow_puts_repoints_and_removals() {
+        let mut s = Scope::default();
+        s.put_alias("alias/a", Some("k1".into()), "");
+        s.put_alias("alias/b", Some("k1".into()), "");
+        s.put_alias("alias/c", None, "");
+        assert_eq!((s.alias_count("k1"), s.alias_count("k2")), (2, 0));
+        s.put_alias("alias/b", Some("k2".into()), "");
+        s.put_alias("alias/a", Some("k1".into()), "");
+        assert_eq!((s.alias_count("k1"), s.alias_count("k2")), (1, 1));
+        assert!(s.remove_alias("alias/a").is_some());
+        assert!(s.remove_alias("alias/a").is_none());
+        s.put_alias("alias/c", Some("k2".into()), "");
+        assert_eq!((s.alias_count("k1"), s.alias_count("k2")), (0, 2));
+        s.put_alias("alias/b", None, "");
+        assert_eq!(s.alias_count("k2"), 1);
+        assert!(s.per_key.keys().all(|k| k == "k2"));
     }
 }

@@ -1,10 +1,12 @@
 //! The operator commands beside the daemon: plan (diff without changing anything), import (adopt
-//! what targets have), publish (a desired-state file → events, after its plan is checked).
+//! what targets have), publish (a desired-state file → events, after its plan is checked), wait (until a
+//! revision is applied in its targets, from the status topic).
 
 pub mod import;
 pub mod publish;
 pub mod publish_plan;
 pub mod statefile;
+pub mod wait;
 
 use serde_json::json;
 
@@ -16,6 +18,7 @@ use crate::source::{client_config, snapshot};
 
 pub use import::import;
 pub use publish::{prepare_publish, publish, send, Publication};
+pub use wait::wait;
 
 async fn read_desired(cfg: &Config) -> Result<(crate::desired::Store, snapshot::Counts), String> {
     let base = client_config(cfg).map_err(|e| e.to_string())?;

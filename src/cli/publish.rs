@@ -1,8 +1,10 @@
 //! `aliassync publish FILE`: a desired-state file → events. The plan (per target: creates, re-points,
 //! removals) is printed before anything is sent, and a file that would take aliases away from a target is
 //! refused unless the operator allows removals: a file that lists fewer targets than the topic (say, the
-//! output of `import T`) would otherwise silently delete the aliases everywhere else.
+//! output of `import T`) would otherwise silently delete the aliases everywhere else. With `--wait`, it then
+//! waits on the status topic for what it published (see `wait`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -11,6 +13,7 @@ use serde_json::{json, Value};
 use super::publish_plan::{self, OnTopic, Plan, Topic, Update};
 use super::read_desired;
 use super::statefile::StateFile;
+use super::wait::{self, End, Goal};
 use crate::config::Config;
 use crate::desired::Store;
 use crate::event::Decoder;
@@ -27,6 +30,8 @@ pub struct Options {
     pub allow_removals: bool,
     /// The plan and the events as one JSON document on stdout.
     pub json: bool,
+    /// Once published, wait this long for every published alias to be applied in its targets.
+    pub wait: Option<Duration>,
 }
 
 /// How a publish ended (errors aside).
@@ -48,6 +53,13 @@ impl Outcome {
     }
 }
 
+/// How a publish ended, and with `--wait` (once something was sent) how the wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub outcome: Outcome,
+    pub waited: Option<End>,
+}
+
 /// What `publish` would send (topic key, value), and what that changes.
 #[derive(Debug)]
 pub struct Publication {
@@ -55,8 +67,9 @@ pub struct Publication {
     pub plan: Plan,
 }
 
-/// Reads the topic, prints the plan, and sends the events unless it is a dry run or refused.
-pub async fn publish(cfg: &Config, file: &StateFile, opts: Options) -> Result<Outcome, String> {
+/// Reads the topic, prints the plan, and sends the events unless it is a dry run or refused; with
+/// `opts.wait`, then waits for them to be applied.
+pub async fn publish(cfg: &Config, file: &StateFile, opts: Options) -> Result<Finished, String> {
     let p = prepare_publish(cfg, file, opts.delete_missing).await?;
     let outcome = match (p.plan.removes() && !opts.allow_removals, opts.dry_run) {
         (true, _) => Outcome::Refused,
@@ -64,6 +77,7 @@ pub async fn publish(cfg: &Config, file: &StateFile, opts: Options) -> Result<Ou
         (false, false) => Outcome::Published,
     };
     report(cfg, &p, opts, outcome);
+    let mut waited = None;
     match outcome {
         Outcome::Refused => eprintln!("{}", p.plan.refusal()),
         Outcome::DryRun => {
@@ -77,9 +91,39 @@ pub async fn publish(cfg: &Config, file: &StateFile, opts: Options) -> Result<Ou
                 cfg.kafka.topic,
                 p.plan.unchanged
             );
+            if let Some(timeout) = opts.wait {
+                waited = Some(if p.events.is_empty() {
+                    eprintln!("nothing published: nothing to wait for");
+                    End::Applied
+                } else {
+                    // With --json, stdout keeps the one document: the wait's lines go to stderr.
+                    wait::wait_for(cfg, goals(cfg, &p.events)?, timeout, opts.json).await?
+                });
+            }
         }
     }
-    Ok(outcome)
+    Ok(Finished { outcome, waited })
+}
+
+/// What `--wait` waits for: every published alias at the revision its event carries, with its key in each
+/// configured target (None where the event leaves it absent). Read back from the events as built (schema 1),
+/// so the names and key spellings are the ones the targets' owners record.
+fn goals(cfg: &Config, events: &[(String, String)]) -> Result<Vec<Goal>, String> {
+    events
+        .iter()
+        .map(|(alias, v)| {
+            let e: Value = serde_json::from_str(v).map_err(|e| format!("{alias}: {e}"))?;
+            let revision = e["revision"].as_u64().ok_or_else(|| format!("{alias}: event without a revision"))?;
+            // `state: absent` carries no targets: absent everywhere.
+            let keys: BTreeMap<&str, &str> = e["targets"]
+                .as_object()
+                .map(|t| t.iter().filter_map(|(n, k)| Some((n.as_str(), k.as_str()?))).collect())
+                .unwrap_or_default();
+            let targets =
+                cfg.targets.keys().map(|n| (n.clone(), keys.get(n.as_str()).map(|k| k.to_string()))).collect();
+            Ok(Goal { alias: alias.clone(), revision, targets })
+        })
+        .collect()
 }
 
 /// The plan, before anything is sent: text on stderr (stdout keeps the events of a dry run, one per line),
@@ -165,4 +209,37 @@ pub async fn send(cfg: &Config, events: &[(String, String)]) -> Result<(), Strin
         r?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_goals_are_the_published_revisions_with_every_configured_target() {
+        let cfg = Config::from_sources(
+            "[kafka]\nbrokers = \"x:9092\"\ntopic = \"t\"\n[ownership]\nmanaged_prefixes = [\"alias/app/\"]\n\
+             [targets.use1]\nprovider = \"aws\"\nregion = \"us-east-1\"\ncredentials = \"env:X\"\n\
+             [targets.euw1]\nprovider = \"aws\"\nregion = \"eu-west-1\"\ncredentials = \"env:X\"\n",
+            [],
+        )
+        .unwrap();
+        let targets = BTreeMap::from([("use1".to_string(), "k1".to_string())]);
+        let updates = [
+            Update { alias: "alias/app/a".into(), revision: 3, targets: Some(targets) },
+            Update { alias: "alias/app/b".into(), revision: 8, targets: None },
+        ];
+        let events: Vec<(String, String)> = updates.iter().map(|u| (u.alias.clone(), u.event())).collect();
+        let g = goals(&cfg, &events).unwrap();
+        let t = |pairs: &[(&str, Option<&str>)]| -> BTreeMap<String, Option<String>> {
+            pairs.iter().map(|(n, k)| (n.to_string(), k.map(str::to_string))).collect()
+        };
+        assert_eq!(
+            g,
+            [
+                Goal { alias: "alias/app/a".into(), revision: 3, targets: t(&[("euw1", None), ("use1", Some("k1"))]) },
+                Goal { alias: "alias/app/b".into(), revision: 8, targets: t(&[("euw1", None), ("use1", None)]) },
+            ]
+        );
+    }
 }

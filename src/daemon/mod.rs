@@ -18,7 +18,7 @@ use crate::source::dead_letter::DeadLetters;
 use crate::source::leases::{LeaseError, LeaseListener, Leases};
 use crate::source::probe::{self, ProbeError};
 use crate::source::table::{Table, TableArgs};
-use crate::source::{admin, client_config, lease_partition_of_target};
+use crate::source::{admin, client_config, lease_partition_of_target, status};
 use crate::telemetry::notify;
 
 mod reload;
@@ -133,6 +133,7 @@ async fn run_inner(
             consistency_retries: cfg.reconcile.consistency_retries,
             managed_prefixes: cfg.ownership.managed_prefixes.clone(),
             scan_interval: Duration::from_secs(cfg.drift.scan_interval_seconds),
+            preflight: cfg.safety.preflight,
         },
         Arc::new(sink),
     );
@@ -150,7 +151,8 @@ async fn run_inner(
     // Topics the daemon owns; the broker may still be starting (or refusing us), so keep trying, and let
     // SIGTERM end the wait at any point. A TLS failure ends it too: no retry fixes an untrusted certificate.
     let mut delay = Duration::from_millis(500);
-    let (lease_topic, dead_letter_topic) = (cfg.lease_topic(), cfg.dead_letter_topic());
+    let (lease_topic, dead_letter_topic, status_topic) =
+        (cfg.lease_topic(), cfg.dead_letter_topic(), cfg.status_topic());
     let mut topic_partitions = BTreeMap::new();
     let halted = loop {
         let attempt = async {
@@ -160,6 +162,11 @@ async fn run_inner(
             let specs = [
                 admin::TopicSpec { name: &lease_topic, partitions: cfg.kafka.lease_partitions, configs: &[] },
                 admin::TopicSpec { name: &dead_letter_topic, partitions: 1, configs: &[] },
+                admin::TopicSpec {
+                    name: &status_topic,
+                    partitions: status::PARTITIONS,
+                    configs: &[("cleanup.policy", "compact")],
+                },
             ];
             admin::ensure_topics(&base, &specs).await.map_err(|e| match e {
                 admin::TopicError::NotAuthorized(m) => ProbeError::Fatal(m),
@@ -224,6 +231,11 @@ async fn run_inner(
         Some(&n) => n,
         None => cfg.kafka.lease_partitions,
     };
+    // Records go to the partition their key hashes to in the topic as it is (a reader computes the same).
+    let status_partitions = topic_partitions.get(&status_topic).copied().unwrap_or(status::PARTITIONS);
+    engine.set_change_log(Arc::new(
+        status::StatusLog::new(&base, &status_topic, status_partitions).map_err(RunError::Startup)?,
+    ));
     let instance_id = cfg.instance_id();
     tracing::info!(group = %cfg.kafka.group_id, %instance_id, lease_partitions, "joining the lease group (static membership)");
     let target_partition: Vec<i32> = names.iter().map(|n| lease_partition_of_target(n, lease_partitions)).collect();

@@ -21,7 +21,7 @@ use super::http::{
 use super::pages::{walk, Cursor, Page};
 use super::sign::{self, acs3, SignableRequest};
 use super::SharedCredentials;
-use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
+use super::{ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
 use crate::secret::Credentials;
 
 const API_VERSION: &str = "2016-01-20";
@@ -63,6 +63,30 @@ pub struct KeyMetadata {
     /// `Enabled`, `Disabled`, `PendingDeletion`, `PendingImport`.
     #[serde(default)]
     pub key_state: Option<String>,
+    /// `Aliyun_AES_256`, `RSA_2048`, `EC_P256`, …
+    #[serde(default)]
+    pub key_spec: Option<String>,
+    /// `ENCRYPT/DECRYPT`, `SIGN/VERIFY`.
+    #[serde(default)]
+    pub key_usage: Option<String>,
+}
+
+impl KeyMetadata {
+    pub fn facts(self) -> KeyFacts {
+        let state = match self.key_state.as_deref() {
+            Some("Enabled") => KeyState::Enabled,
+            Some("Disabled") => KeyState::Disabled,
+            Some("PendingDeletion") => KeyState::PendingDeletion,
+            Some("PendingImport") => KeyState::PendingImport,
+            other => KeyState::Other(other.unwrap_or_default().to_string()),
+        };
+        KeyFacts {
+            key_id: self.key_id,
+            state,
+            spec: self.key_spec.unwrap_or_default(),
+            usage: self.key_usage.unwrap_or_default(),
+        }
+    }
 }
 
 impl AlibabaKms {
@@ -147,7 +171,7 @@ impl AlibabaKms {
     }
 
     /// DescribeKey. `key_id` may be a key id, an alias name or an ARN.
-    pub async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata, ProviderError> {
+    pub async fn key_metadata(&self, key_id: &str) -> Result<KeyMetadata, ProviderError> {
         parse_key_metadata(self.call("DescribeKey", &[("KeyId", key_id)]).await?)
     }
 
@@ -192,7 +216,7 @@ impl KmsAliases for AlibabaKms {
     /// resolves it: one call instead of paging through ListAliases.
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         refuse_reserved(alias)?;
-        match self.describe_key(alias).await {
+        match self.key_metadata(alias).await {
             Ok(meta) => Ok(Some(meta.key_id)),
             Err(e) if e.class == ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -213,6 +237,16 @@ impl KmsAliases for AlibabaKms {
     async fn delete_alias(&self, alias: &str, _current_key: Option<&str>) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
         self.call("DeleteAlias", &[("AliasName", alias)]).await.map(drop)
+    }
+
+    /// DescribeKey by key id or ARN; `Forbidden.KeyNotFound` (NotFound) means no such key.
+    async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
+        refuse_reserved(key_id)?;
+        match self.key_metadata(key_id).await {
+            Ok(meta) => Ok(Some(meta.facts())),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A desired key may be given as an ARN (`acs:kms:REGION:ACCOUNT:key/ID`); listings return bare ids.
@@ -767,11 +801,54 @@ mod tests {
         assert_eq!(k.get_alias("alias/app/none").await.unwrap(), None);
         let e = k.get_alias("alias/acs/ecs").await.unwrap_err();
         assert_eq!((e.class, e.code.as_str()), (ErrorClass::Permanent, "ReservedAlias"));
-        let meta = k.describe_key("alias/app/one").await.unwrap();
-        assert_eq!(meta, KeyMetadata { key_id: "key-one".into(), key_state: Some("Enabled".into()) });
+        let meta = k.key_metadata("alias/app/one").await.unwrap();
+        assert_eq!(
+            meta,
+            KeyMetadata {
+                key_id: "key-one".into(),
+                key_state: Some("Enabled".into()),
+                key_spec: None,
+                key_usage: None
+            }
+        );
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 3, "the reserved alias is never sent");
         assert!(log.iter().all(|r| r.header("x-acs-action") == Some("DescribeKey") && signature_ok(r)));
+    }
+
+    #[tokio::test]
+    async fn describe_key_reads_state_spec_and_usage() {
+        let (url, log) = alibaba(|r| match r.param("KeyId") {
+            Some("key-rsa") => (
+                200,
+                json!({"RequestId": "R", "KeyMetadata": {"KeyId": "key-rsa", "KeyState": "PendingDeletion",
+                    "KeySpec": "RSA_2048", "KeyUsage": "SIGN/VERIFY", "Arn": "acs:kms:x"}})
+                .to_string(),
+            ),
+            _ => (404, json!({"RequestId": "R", "Code": "Forbidden.KeyNotFound", "Message": "not found"}).to_string()),
+        })
+        .await;
+        let k = kms(&url);
+        assert_eq!(
+            k.describe_key("key-rsa").await.unwrap(),
+            Some(KeyFacts {
+                key_id: "key-rsa".into(),
+                state: KeyState::PendingDeletion,
+                spec: "RSA_2048".into(),
+                usage: "SIGN/VERIFY".into()
+            })
+        );
+        assert_eq!(k.describe_key("key-gone").await.unwrap(), None);
+        assert_eq!(log.lock().unwrap().len(), 2);
+        let state = |s: Option<&str>| {
+            KeyMetadata { key_id: "k".into(), key_state: s.map(Into::into), key_spec: None, key_usage: None }
+                .facts()
+                .state
+        };
+        assert_eq!(state(Some("Enabled")), KeyState::Enabled);
+        assert_eq!(state(Some("Disabled")), KeyState::Disabled);
+        assert_eq!(state(Some("PendingImport")), KeyState::PendingImport);
+        assert_eq!(state(None), KeyState::Other(String::new()));
     }
 
     #[tokio::test]

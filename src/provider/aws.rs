@@ -18,7 +18,7 @@ use super::http::{
     xml_element, ErrorBody,
 };
 use super::pages::{walk, Cursor, Page};
-use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
+use super::{ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
 use crate::secret::Credentials;
 
 const AMZ_JSON: &str = "application/x-amz-json-1.1";
@@ -191,6 +191,16 @@ impl KmsAliases for AwsKms {
     async fn delete_alias(&self, alias: &str, _current_key: Option<&str>) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
         self.call("DeleteAlias", &json!({ "AliasName": alias })).await.map(drop)
+    }
+
+    /// DescribeKey by key id or key ARN. Never with an alias name: a reserved one could create the AWS managed key.
+    async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
+        refuse_reserved(key_id)?;
+        match self.call("DescribeKey", &json!({ "KeyId": key_id })).await {
+            Ok(v) => parse_key_facts(v).map(Some),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Desired targets may be key ARNs; listings and DescribeKey return bare key ids.
@@ -386,6 +396,45 @@ pub(crate) fn next_marker(truncated: bool, marker: Option<String>) -> Result<Opt
         None => Err(invalid_response("ListAliases: truncated page without NextMarker")),
         Some(m) => Ok(Some(m)),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DescribeKey
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyMetadata {
+    key_id: String,
+    key_state: Option<String>,
+    /// Older responses (and some compatible endpoints) carry only this, not `KeyState`.
+    enabled: Option<bool>,
+    key_spec: Option<String>,
+    /// The deprecated name of `KeySpec`, still sent beside it.
+    customer_master_key_spec: Option<String>,
+    key_usage: Option<String>,
+}
+
+/// The `KeyMetadata` of a DescribeKey response as [`KeyFacts`].
+pub(crate) fn parse_key_facts(v: Value) -> Result<KeyFacts, ProviderError> {
+    let meta = v.get("KeyMetadata").cloned().ok_or_else(|| invalid_response("DescribeKey: no KeyMetadata"))?;
+    let m: KeyMetadata = serde_json::from_value(meta).map_err(|e| phttp::shape_error("DescribeKey", &e))?;
+    let state = match (m.key_state.as_deref(), m.enabled) {
+        (Some("Enabled"), _) => KeyState::Enabled,
+        (Some("Disabled"), _) => KeyState::Disabled,
+        // A replica whose primary is being deleted cannot take new work either.
+        (Some("PendingDeletion" | "PendingReplicaDeletion"), _) => KeyState::PendingDeletion,
+        (Some("PendingImport"), _) => KeyState::PendingImport,
+        (Some(other), _) => KeyState::Other(other.to_string()),
+        (None, Some(true)) => KeyState::Enabled,
+        (None, Some(false)) => KeyState::Disabled,
+        (None, None) => KeyState::Other(String::new()),
+    };
+    Ok(KeyFacts {
+        key_id: m.key_id,
+        state,
+        spec: m.key_spec.or(m.customer_master_key_spec).unwrap_or_default(),
+        usage: m.key_usage.unwrap_or_default(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -807,6 +856,64 @@ mod tests {
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].header("x-amz-target"), Some("TrentService.DescribeKey"));
+    }
+
+    #[tokio::test]
+    async fn describe_key_reads_state_spec_and_usage() {
+        let (url, log) = serve(|req| match req["KeyId"].as_str() {
+            Some("k-hmac") => (
+                200,
+                vec![],
+                json!({"KeyMetadata": {"KeyId": "k-hmac", "KeyState": "PendingDeletion", "KeySpec": "HMAC_256",
+                    "CustomerMasterKeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC", "Enabled": false}})
+                .to_string(),
+            ),
+            // An older shape: no KeyState or KeySpec, only Enabled and CustomerMasterKeySpec.
+            Some("arn:aws:kms:us-east-1:1:key/k-old") => (
+                200,
+                vec![],
+                json!({"KeyMetadata": {"KeyId": "k-old", "Enabled": true, "CustomerMasterKeySpec": "SYMMETRIC_DEFAULT",
+                    "KeyUsage": "ENCRYPT_DECRYPT"}})
+                .to_string(),
+            ),
+            _ => (
+                400,
+                vec![("X-Amzn-ErrorType", "NotFoundException")],
+                r#"{"__type": "NotFoundException", "message": "Key 'x' does not exist"}"#.into(),
+            ),
+        })
+        .await;
+        let k = kms(&url);
+        let hmac = k.describe_key("k-hmac").await.unwrap().unwrap();
+        assert_eq!(
+            hmac,
+            KeyFacts {
+                key_id: "k-hmac".into(),
+                state: KeyState::PendingDeletion,
+                spec: "HMAC_256".into(),
+                usage: "GENERATE_VERIFY_MAC".into()
+            }
+        );
+        let old = k.describe_key("arn:aws:kms:us-east-1:1:key/k-old").await.unwrap().unwrap();
+        assert_eq!(
+            (old.key_id.as_str(), old.state, old.spec.as_str()),
+            ("k-old", KeyState::Enabled, "SYMMETRIC_DEFAULT")
+        );
+        assert_eq!(k.describe_key("k-none").await.unwrap(), None, "NotFound: the key does not exist");
+        let e = k.describe_key("alias/aws/ebs").await.unwrap_err();
+        assert_eq!(e.code, "ReservedAlias", "never sent: it could create the AWS managed key");
+        assert_eq!(log.lock().unwrap().len(), 3);
+        for (meta, state) in [
+            (json!({"KeyId": "x", "KeyState": "Creating"}), KeyState::Other("Creating".into())),
+            (json!({"KeyId": "x", "KeyState": "PendingReplicaDeletion"}), KeyState::PendingDeletion),
+            (json!({"KeyId": "x", "KeyState": "PendingImport"}), KeyState::PendingImport),
+            (json!({"KeyId": "x", "Enabled": false}), KeyState::Disabled),
+            (json!({"KeyId": "x"}), KeyState::Other(String::new())),
+        ] {
+            assert_eq!(parse_key_facts(json!({ "KeyMetadata": meta })).unwrap().state, state);
+        }
+        let e = parse_key_facts(json!({"KeyMetadata": {"KeyId": ["SECRETTOKEN"]}})).unwrap_err();
+        assert!(!e.message.contains("SECRETTOKEN") && e.class == ErrorClass::Transient, "{e}");
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use super::http::{
 use super::pages::{walk, Cursor, Page};
 use super::sign::{self, sdk_hmac, SignableRequest};
 use super::SharedCredentials;
-use super::{ErrorClass, KmsAliases, LiveAlias, ProviderError};
+use super::{ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
 pub use crate::config::AliasPrefix;
 use crate::secret::Credentials;
 
@@ -84,6 +84,31 @@ pub struct KeyInfo {
     /// `"1"` pending activation, `"2"` enabled, `"3"` disabled, `"4"` pending deletion, `"5"` pending import.
     #[serde(default)]
     pub key_state: Option<String>,
+    /// `AES_256`, `SM4`, `RSA_2048`, `EC_P256`, …
+    #[serde(default)]
+    pub key_spec: Option<String>,
+    /// `ENCRYPT_DECRYPT`, `SIGN_VERIFY`.
+    #[serde(default)]
+    pub key_usage: Option<String>,
+}
+
+impl KeyInfo {
+    pub fn facts(self) -> KeyFacts {
+        let state = match self.key_state.as_deref() {
+            Some("2") => KeyState::Enabled,
+            Some("3") => KeyState::Disabled,
+            Some("4") => KeyState::PendingDeletion,
+            Some("5") => KeyState::PendingImport,
+            Some("1") => KeyState::Other("1 (pending activation)".into()),
+            other => KeyState::Other(other.unwrap_or_default().to_string()),
+        };
+        KeyFacts {
+            key_id: self.key_id,
+            state,
+            spec: self.key_spec.unwrap_or_default(),
+            usage: self.key_usage.unwrap_or_default(),
+        }
+    }
 }
 
 impl HuaweiKms {
@@ -212,7 +237,7 @@ impl HuaweiKms {
     }
 
     /// describe-key (key ids only: Huawei's `key_id` must be a 36-character id, never an alias).
-    pub async fn describe_key(&self, key_id: &str) -> Result<KeyInfo, ProviderError> {
+    pub async fn key_info(&self, key_id: &str) -> Result<KeyInfo, ProviderError> {
         let v = self.call(Method::POST, "describe-key", &[], Some(&json!({ "key_id": key_id }))).await?;
         parse_key_info(v)
     }
@@ -280,6 +305,15 @@ impl KmsAliases for HuaweiKms {
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         let wire = self.wire_name(alias)?;
         self.find(wire).await
+    }
+
+    /// `KMS.0207` (no such key) and `KMS.0205` (not a key of this project) both classify NotFound: no such key.
+    async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
+        match self.key_info(key_id).await {
+            Ok(info) => Ok(Some(info.facts())),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The duplicate-alias error code is unconfirmed (reference §4.5). `KMS.1104` ("Existing CMK alias", from
@@ -946,6 +980,15 @@ mod tests {
     async fn describe_key_and_throttling() {
         let (url, log) = huawei(|r| match r.json()["key_id"].as_str() {
             Some(KEY1) => (200, json!({"key_info": {"key_id": KEY1, "key_state": "2", "domain_id": "d"}}).to_string()),
+            Some("4c1ab0a2-0000-4000-8000-000000000004") => (
+                200,
+                json!({"key_info": {"key_id": "4c1ab0a2-0000-4000-8000-000000000004", "key_state": "4",
+                    "key_spec": "RSA_2048", "key_usage": "SIGN_VERIFY"}})
+                .to_string(),
+            ),
+            Some("4c1ab0a2-0000-4000-8000-000000000000") => {
+                (400, json!({"error": {"error_code": "KMS.0207", "error_msg": "The key does not exist."}}).to_string())
+            }
             _ => (
                 429,
                 json!({"error_code": "APIGW.0308", "error_msg": "The throttling threshold has been reached"})
@@ -954,9 +997,32 @@ mod tests {
         })
         .await;
         let k = kms(&url, AliasPrefix::Keep);
-        assert_eq!(k.describe_key(KEY1).await.unwrap(), KeyInfo { key_id: KEY1.into(), key_state: Some("2".into()) });
-        let e = k.describe_key(KEY2).await.unwrap_err();
+        let info = k.key_info(KEY1).await.unwrap();
+        assert_eq!(info, KeyInfo { key_id: KEY1.into(), key_state: Some("2".into()), key_spec: None, key_usage: None });
+        assert_eq!(info.facts().state, KeyState::Enabled);
+        let e = k.key_info(KEY2).await.unwrap_err();
         assert_eq!((e.class, e.code.as_str()), (ErrorClass::Throttled, "APIGW.0308"));
+        let e = k.describe_key(KEY2).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Throttled, "throttling is an error to retry, never \"no such key\"");
+        let pending = k.describe_key("4c1ab0a2-0000-4000-8000-000000000004").await.unwrap().unwrap();
+        assert_eq!(
+            (pending.state, pending.spec.as_str(), pending.usage.as_str()),
+            (KeyState::PendingDeletion, "RSA_2048", "SIGN_VERIFY")
+        );
+        assert_eq!(k.describe_key("4c1ab0a2-0000-4000-8000-000000000000").await.unwrap(), None);
+        let state = |s: &str| {
+            KeyInfo { key_id: KEY1.into(), key_state: Some(s.into()), key_spec: None, key_usage: None }.facts().state
+        };
+        assert_eq!(
+            ["1", "2", "3", "4", "5"].map(state),
+            [
+                KeyState::Other("1 (pending activation)".into()),
+                KeyState::Enabled,
+                KeyState::Disabled,
+                KeyState::PendingDeletion,
+                KeyState::PendingImport
+            ]
+        );
         let log = log.lock().unwrap();
         assert_eq!((log[0].method.as_str(), log[0].path.as_str()), ("POST", path("describe-key").as_str()));
     }

@@ -105,6 +105,44 @@ pub struct LiveAlias {
     pub key_id: Option<String>,
 }
 
+/// A key's state, as the pre-flight reads it. Clouds spell states differently (Huawei: `"2"` = enabled); each
+/// provider maps its own spelling here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    PendingImport,
+    /// Any other state (AWS `Creating`/`Unavailable`/`Updating`, Huawei `"1"` pending activation, none
+    /// reported), as the cloud spells it.
+    Other(String),
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyState::Enabled => f.write_str("Enabled"),
+            KeyState::Disabled => f.write_str("Disabled"),
+            KeyState::PendingDeletion => f.write_str("PendingDeletion"),
+            KeyState::PendingImport => f.write_str("PendingImport"),
+            KeyState::Other(s) if s.is_empty() => f.write_str("in a state the cloud did not report"),
+            KeyState::Other(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// What a describe-key call tells about a key. `spec` and `usage` are the cloud's own strings (AWS
+/// `SYMMETRIC_DEFAULT`/`ENCRYPT_DECRYPT`, Alibaba `Aliyun_AES_256`/`ENCRYPT/DECRYPT`, Huawei `AES_256`/
+/// `ENCRYPT_DECRYPT`); they are only ever compared within one target. Empty: not reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// The cloud's canonical id of the key (a describe by ARN answers the bare id).
+    pub key_id: String,
+    pub state: KeyState,
+    pub spec: String,
+    pub usage: String,
+}
+
 /// Operations, as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -113,6 +151,8 @@ pub enum Operation {
     Create,
     Update,
     Delete,
+    /// A key's facts (the pre-flight before a write): a read.
+    Describe,
 }
 
 impl Operation {
@@ -123,6 +163,7 @@ impl Operation {
             Operation::Create => "create_alias",
             Operation::Update => "update_alias",
             Operation::Delete => "delete_alias",
+            Operation::Describe => "describe_key",
         }
     }
     pub fn is_write(self) -> bool {
@@ -174,6 +215,10 @@ pub trait KmsAliases: Send + Sync {
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError>;
     /// `current_key` is the key the alias is known to point at (some clouds need it to delete).
     async fn delete_alias(&self, alias: &str, current_key: Option<&str>) -> Result<(), ProviderError>;
+    /// A key's state, spec and usage (the pre-flight before a write); None if the key does not exist. Required,
+    /// not defaulted: with the pre-flight on by default, a provider (or a test fake) that could not answer would
+    /// refuse every write, so each must say what its keys are.
+    async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError>;
     /// The cheapest call that needs the target's credentials and permissions but no key: tells a refusal of
     /// the whole target (credentials, the principal's policy) from one key's. A listing needs no key; the
     /// governed client overrides this to stop after its first page.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::bucket::Limiter;
-use crate::provider::{with_pacer, ErrorClass, KmsAliases, LiveAlias, Operation, PagePacer, ProviderError};
+use crate::provider::{with_pacer, ErrorClass, KeyFacts, KmsAliases, LiveAlias, Operation, PagePacer, ProviderError};
 use crate::telemetry::metrics::metrics;
 
 pub struct Governed {
@@ -162,6 +162,10 @@ impl KmsAliases for Governed {
         self.run(Operation::Delete, with_pacer(self.read_pacer(false), self.inner.delete_alias(alias, current_key)))
             .await
     }
+    /// A read: one token of the read quota (the pre-flight must not eat into the alias writes' quota).
+    async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
+        self.run(Operation::Describe, self.inner.describe_key(key_id)).await
+    }
     fn key_matches(&self, desired: &str, live: &str) -> bool {
         self.inner.key_matches(desired, live)
     }
@@ -194,6 +198,36 @@ mod tests {
         async fn delete_alias(&self, _: &str, _: Option<&str>) -> Result<(), ProviderError> {
             self.get_alias("").await.map(drop)
         }
+        async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
+            Ok(Some(KeyFacts {
+                key_id: key_id.into(),
+                state: crate::provider::KeyState::Enabled,
+                spec: "SYMMETRIC_DEFAULT".into(),
+                usage: "ENCRYPT_DECRYPT".into(),
+            }))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn describe_key_is_a_read_counted_as_describe_key() {
+        let target = "governed-describe";
+        // Writes at 1/s would make a describe paid from the write quota wait; reads at 1000/s do not.
+        let g = Governed::new(Arc::new(Paging), target, "aws", 1.0, 1000.0);
+        let calls = || metrics().provider_requests.with_label_values(&[target, "aws", "describe_key", "ok"]).get();
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..5 {
+            assert!(g.describe_key("k").await.unwrap().is_some());
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_millis(100), "{:?}", t0.elapsed());
+        assert_eq!(calls(), 5);
+        // With a read quota of 1/s the reads are what waits.
+        let slow = Governed::new(Arc::new(Paging), "governed-describe-slow", "aws", 1000.0, 1.0);
+        let t1 = tokio::time::Instant::now();
+        for _ in 0..3 {
+            slow.describe_key("k").await.unwrap();
+        }
+        let took = t1.elapsed().as_secs_f64();
+        assert!((1.9..2.6).contains(&took), "3 describes at 1 read/s: {took}");
     }
 
     #[tokio::test(start_paused = true)]

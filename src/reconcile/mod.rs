@@ -8,6 +8,7 @@ pub mod decide;
 pub mod governed;
 mod live;
 pub mod policy;
+pub mod preflight;
 pub mod queue;
 mod target;
 
@@ -35,6 +36,8 @@ pub struct PermanentFailure {
     pub key_id: Option<String>,
     pub action: &'static str,
     pub code: String,
+    /// The dead-letter reason: `reconcile_failed`, or the pre-flight's `preflight_key_*` (see `preflight`).
+    pub reason: &'static str,
     pub message: String,
     pub at_unix: u64,
 }
@@ -42,6 +45,24 @@ pub struct PermanentFailure {
 /// Where permanent failures go (the dead-letter topic in the daemon). Must not block.
 pub trait FailureSink: Send + Sync + 'static {
     fn permanent(&self, failure: PermanentFailure);
+}
+
+/// One change of an alias's desired state, as the owner of a target settled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub target: String,
+    pub alias: String,
+    pub revision: u64,
+    /// The key the alias points at (None: absent there).
+    pub key_id: Option<String>,
+    /// None: applied; Some(code): failed for good (dead-lettered with that code).
+    pub failed: Option<String>,
+}
+
+/// Where settled changes are recorded (the status topic in the daemon), so producers can wait for them. Must
+/// not block.
+pub trait ChangeLog: Send + Sync + 'static {
+    fn settled(&self, change: Settled);
 }
 
 pub struct TargetSpec {
@@ -63,6 +84,8 @@ pub struct EngineConfig {
     pub managed_prefixes: Vec<String>,
     /// Full listing of each owned target this often (jittered), for drift.
     pub scan_interval: Duration,
+    /// Check the key before each create or re-point (`safety.preflight`, see `preflight`).
+    pub preflight: bool,
 }
 
 impl EngineConfig {
@@ -99,6 +122,8 @@ struct Target {
     wakeups: AtomicU64,
     /// Probe a paused target now (SIGHUP: the credentials may have been fixed).
     probe_now: Notify,
+    /// The checks before a write, with this target's key-facts cache.
+    preflight: preflight::Preflight,
     /// The lifecycle state, the pause and the lease gate, under one lock: a reconcile starts only while
     /// the lease is held, and a revocation waits for the ones in flight, so the next owner's writes
     /// never race this one's.
@@ -143,6 +168,8 @@ struct Inner {
     store: Arc<RwLock<Store>>,
     cfg: EngineConfig,
     sink: Arc<dyn FailureSink>,
+    /// Set once the status topic is known (after the engine is built); before that nothing is settled.
+    changes: std::sync::OnceLock<Arc<dyn ChangeLog>>,
     rebuilt: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     /// Listings in flight across all targets: a start with a thousand targets lists them a few at a time
@@ -157,6 +184,27 @@ pub const LISTINGS_AT_ONCE: usize = 16;
 pub struct Engine {
     inner: Arc<Inner>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AliasStatus {
+    pub alias: String,
+    /// The desired state's revision.
+    pub revision: u64,
+    pub targets: Vec<AliasTarget>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AliasTarget {
+    pub target: String,
+    /// None: the alias must be absent there.
+    pub desired_key: Option<String>,
+    /// `applied`, `pending` (queued or in flight), `failed` (dead-lettered), `drifted`, `unknown` (the first
+    /// listing is still running), or `not_owned` (another instance owns the target).
+    pub state: &'static str,
+    pub applied_revision: Option<u64>,
+    /// What this owner knows the alias points at.
+    pub live_key: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -220,6 +268,7 @@ impl Engine {
                     failed: Mutex::new(HashMap::new()),
                     wakeups: AtomicU64::new(0),
                     probe_now: Notify::new(),
+                    preflight: preflight::Preflight::new(cfg.preflight),
                     ctl: controller::Controller::new(&s.name),
                     name: s.name,
                 })
@@ -233,8 +282,57 @@ impl Engine {
             rebuilt: watch::channel(false).0,
             shutdown: watch::channel(false).0,
             listings: tokio::sync::Semaphore::new(LISTINGS_AT_ONCE),
+            changes: std::sync::OnceLock::new(),
         });
         Engine { inner, tasks: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// One alias across the targets (`GET /status/alias/{alias}`); None if the desired state does not know it.
+    /// Only the owner of a target knows its live state: other instances say `not_owned`.
+    pub fn alias_status(&self, alias: &str) -> Option<AliasStatus> {
+        let s = self.inner.store.read().unwrap_or_else(|e| e.into_inner());
+        let revision = s.revision(alias)?;
+        let targets = self
+            .inner
+            .targets
+            .iter()
+            .map(|t| {
+                let desired = s.desired(alias, t.id).map(|k| k.to_string());
+                let known = t.live.lock().unwrap().get(alias, desired.as_deref());
+                let (pending, failed) =
+                    (t.queue.lock().unwrap().contains(alias), t.failed.lock().unwrap().contains_key(alias));
+                let live = match &known {
+                    live::Known::Key(k) => k.clone(),
+                    live::Known::Unknown => None,
+                };
+                let in_sync = match (&known, &desired) {
+                    (live::Known::Key(Some(l)), Some(d)) => t.provider.key_matches(d, l),
+                    (live::Known::Key(None), None) => true,
+                    _ => false,
+                };
+                let state = match () {
+                    _ if !*t.owned.borrow() => "not_owned",
+                    _ if pending => "pending",
+                    _ if failed => "failed",
+                    _ if matches!(known, live::Known::Unknown) => "unknown",
+                    _ if in_sync => "applied",
+                    _ => "drifted",
+                };
+                AliasTarget {
+                    target: t.name.clone(),
+                    desired_key: desired,
+                    state,
+                    applied_revision: (state == "applied").then_some(revision),
+                    live_key: if *t.owned.borrow() { live } else { None },
+                }
+            })
+            .collect();
+        Some(AliasStatus { alias: alias.to_string(), revision, targets })
+    }
+
+    /// Records settled changes from now on (once; later calls are ignored).
+    pub fn set_change_log(&self, log: Arc<dyn ChangeLog>) {
+        let _ = self.inner.changes.set(log);
     }
 
     /// Starts one task per target.
@@ -261,7 +359,8 @@ impl Engine {
         (outcome, changes.iter().map(|c| (c.target, s.count(c.target))).collect())
     }
 
-    pub fn changed(&self, alias: &str, targets: &[TargetId]) {
+    /// Queues a change of `alias` in these targets; `produced_ms` is its record timestamp (apply latency).
+    pub fn changed(&self, alias: &str, targets: &[TargetId], produced_ms: i64) {
         if !*self.inner.rebuilt.borrow() {
             // The first listing after the rebuild compares every alias with the rebuilt state.
             return;
@@ -272,7 +371,7 @@ impl Engine {
             let Some(t) = self.inner.targets.get(id as usize) else { continue };
             if *t.owned.borrow() {
                 t.failed.lock().unwrap().remove(&*alias);
-                t.queue.lock().unwrap().add(alias.clone(), now);
+                t.queue.lock().unwrap().add(alias.clone(), now, Some(produced_ms));
                 t.notify.notify_one();
             }
         }

@@ -27,6 +27,10 @@ struct Item {
     taken: u64,
     /// Set when a change arrives during processing.
     dirty_since: Option<Instant>,
+    /// Record timestamp (ms) of the oldest pending change (None: queued by a scan, not by a change), and of the
+    /// oldest that arrived during processing.
+    produced_ms: Option<i64>,
+    dirty_produced_ms: Option<i64>,
     attempts: u32,
     backoff: Option<ExponentialBackoff>,
 }
@@ -87,8 +91,9 @@ impl WorkQueue {
         }
     }
 
-    /// Marks an alias as needing a reconcile.
-    pub fn add(&mut self, alias: Arc<str>, now: Instant) {
+    /// Marks an alias as needing a reconcile: a change produced at `produced_ms` (record timestamp), or a
+    /// repair (None).
+    pub fn add(&mut self, alias: Arc<str>, now: Instant, produced_ms: Option<i64>) {
         self.events += 1;
         match self.items.get_mut(&alias) {
             None => {
@@ -100,6 +105,8 @@ impl WorkQueue {
                         since: now,
                         taken: 0,
                         dirty_since: None,
+                        produced_ms,
+                        dirty_produced_ms: None,
                         attempts: 0,
                         backoff: None,
                     },
@@ -112,13 +119,17 @@ impl WorkQueue {
                 if let Status::Processing { dirty } = &mut it.status {
                     *dirty = true;
                     it.dirty_since.get_or_insert(now);
+                    it.dirty_produced_ms = earliest(it.dirty_produced_ms, produced_ms);
+                } else {
+                    it.produced_ms = earliest(it.produced_ms, produced_ms);
                 }
             }
         }
     }
 
-    /// Hands out the next ready alias (and how many attempts it already had), promoting due retries.
-    pub fn pop(&mut self, now: Instant) -> Option<(Arc<str>, u32)> {
+    /// Hands out the next ready alias (with how many attempts it already had, and the record timestamp of the
+    /// oldest change it carries), promoting due retries.
+    pub fn pop(&mut self, now: Instant) -> Option<(Arc<str>, u32, Option<i64>)> {
         while let Some(Reverse((at, _))) = self.delayed.peek() {
             if *at > now {
                 break;
@@ -138,7 +149,7 @@ impl WorkQueue {
             }
             it.status = Status::Processing { dirty: false };
             it.taken = it.events;
-            return Some((alias, it.attempts));
+            return Some((alias, it.attempts, it.produced_ms));
         }
         None
     }
@@ -154,6 +165,7 @@ impl WorkQueue {
         let Status::Processing { dirty } = it.status else { return None };
         match done {
             Done::Park => {
+                it.produced_ms = earliest(it.produced_ms, it.dirty_produced_ms.take());
                 it.status = Status::Ready;
                 self.ready.push_back(alias.clone());
                 None
@@ -164,6 +176,7 @@ impl WorkQueue {
                 let delay = b.next().unwrap_or(self.ceiling).min(self.ceiling);
                 it.status = Status::Delayed(now + delay);
                 it.dirty_since = None;
+                it.produced_ms = earliest(it.produced_ms, it.dirty_produced_ms.take());
                 self.delayed.push(Reverse((now + delay, alias.clone())));
                 Some(delay)
             }
@@ -176,6 +189,7 @@ impl WorkQueue {
                 if dirty {
                     it.status = Status::Ready;
                     it.since = it.dirty_since.take().unwrap_or(now);
+                    it.produced_ms = it.dirty_produced_ms.take();
                     if it.events == 0 {
                         it.events = 1;
                         self.events += 1;
@@ -231,6 +245,13 @@ impl WorkQueue {
     }
 }
 
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,23 +264,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_item_carries_its_oldest_changes_record_time() {
+        let mut q = q();
+        let now = Instant::now();
+        q.add(a("x"), now, Some(200));
+        q.add(a("x"), now, Some(100));
+        q.add(a("x"), now, None);
+        let (x, _, produced) = q.pop(now).unwrap();
+        assert_eq!(produced, Some(100));
+        // A change during processing: the next round carries it, not the settled ones.
+        q.add(a("x"), now, Some(300));
+        q.done(&x, Done::Success, now);
+        assert_eq!(q.pop(now).unwrap().2, Some(300));
+        q.done(&x, Done::Success, now);
+        // A repair carries none.
+        q.add(a("y"), now, None);
+        assert_eq!(q.pop(now).unwrap().2, None);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn dedupes_and_never_hands_out_twice() {
         let mut q = q();
         let now = Instant::now();
         for _ in 0..50 {
-            q.add(a("x"), now);
+            q.add(a("x"), now, None);
         }
-        q.add(a("y"), now);
+        q.add(a("y"), now, None);
         assert_eq!(q.len(), 2);
         assert_eq!(q.lag(now).0, 51);
-        let (x, _) = q.pop(now).unwrap();
+        let (x, _, _) = q.pop(now).unwrap();
         assert_eq!(&*x, "x");
         // A change while x is processing: not handed out again until x is done.
-        q.add(a("x"), now);
+        q.add(a("x"), now, None);
         assert_eq!(&*q.pop(now).unwrap().0, "y");
         assert!(q.pop(now).is_none());
         q.done(&x, Done::Success, now);
-        let (x2, _) = q.pop(now).unwrap();
+        let (x2, _, _) = q.pop(now).unwrap();
         assert_eq!(&*x2, "x");
         assert_eq!(q.lag(now).0, 2, "y in progress and x's one new event");
         q.done(&x2, Done::Success, now);
@@ -271,11 +311,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_back_off_exponentially() {
         let mut q = q();
-        q.add(a("x"), Instant::now());
+        q.add(a("x"), Instant::now(), None);
         let mut delays = Vec::new();
         for i in 0..5 {
             let now = Instant::now();
-            let (x, attempts) = q.pop(now).unwrap();
+            let (x, attempts, _) = q.pop(now).unwrap();
             assert_eq!(attempts, i);
             let d = q.done(&x, Done::Retry, now).unwrap();
             assert!(q.pop(now).is_none(), "not due yet");
@@ -290,10 +330,10 @@ mod tests {
         }
         // A success resets the backoff.
         let now = Instant::now();
-        let (x, _) = q.pop(now).unwrap();
-        q.add(x.clone(), now);
+        let (x, _, _) = q.pop(now).unwrap();
+        q.add(x.clone(), now, None);
         q.done(&x, Done::Success, now);
-        let (x, attempts) = q.pop(now).unwrap();
+        let (x, attempts, _) = q.pop(now).unwrap();
         assert_eq!(attempts, 0);
         assert!(q.done(&x, Done::Retry, now).unwrap() < Duration::from_millis(201));
     }
@@ -304,11 +344,11 @@ mod tests {
         for (min, max) in [(200, 60_000), (200, 2_000), (30_000, 60_000)] {
             let (min, max) = (Duration::from_millis(min), Duration::from_millis(max));
             let mut q = WorkQueue::new(min, max);
-            q.add(a("x"), Instant::now());
+            q.add(a("x"), Instant::now(), None);
             let mut longest = Duration::ZERO;
             for _ in 0..40 {
                 let now = Instant::now();
-                let (x, _) = q.pop(now).unwrap();
+                let (x, _, _) = q.pop(now).unwrap();
                 let d = q.done(&x, Done::Retry, now).unwrap();
                 longest = longest.max(d);
                 tokio::time::advance(d).await;
@@ -322,10 +362,10 @@ mod tests {
     async fn delayed_item_keeps_its_delay_on_new_events() {
         let mut q = q();
         let now = Instant::now();
-        q.add(a("x"), now);
-        let (x, _) = q.pop(now).unwrap();
+        q.add(a("x"), now, None);
+        let (x, _, _) = q.pop(now).unwrap();
         q.done(&x, Done::Retry, now);
-        q.add(a("x"), now);
+        q.add(a("x"), now, None);
         assert!(q.pop(now).is_none());
         assert_eq!(q.len(), 1);
     }
@@ -334,9 +374,9 @@ mod tests {
     async fn drop_and_clear() {
         let mut q = q();
         let now = Instant::now();
-        q.add(a("x"), now);
-        q.add(a("y"), now);
-        let (x, _) = q.pop(now).unwrap();
+        q.add(a("x"), now, None);
+        q.add(a("y"), now, None);
+        let (x, _, _) = q.pop(now).unwrap();
         q.clear();
         assert!(q.pop(now).is_none());
         assert_eq!(q.len(), 1, "x still in progress");
@@ -348,15 +388,15 @@ mod tests {
     async fn parked_items_are_ready_again_without_an_attempt_or_backoff() {
         let mut q = q();
         let now = Instant::now();
-        q.add(a("x"), now);
-        let (x, _) = q.pop(now).unwrap();
+        q.add(a("x"), now, None);
+        let (x, _, _) = q.pop(now).unwrap();
         q.done(&x, Done::Retry, now);
         tokio::time::advance(Duration::from_millis(300)).await;
         let now = Instant::now();
-        let (x, attempts) = q.pop(now).unwrap();
+        let (x, attempts, _) = q.pop(now).unwrap();
         assert_eq!(attempts, 1);
         assert_eq!(q.done(&x, Done::Park, now), None);
-        let (x, attempts) = q.pop(now).expect("ready at once");
+        let (x, attempts, _) = q.pop(now).expect("ready at once");
         assert_eq!(attempts, 1, "a park counts no attempt");
         assert_eq!(q.lag(now).0, 1, "nothing applied");
         q.done(&x, Done::Success, now);
@@ -367,9 +407,9 @@ mod tests {
     async fn lag_seconds_tracks_the_oldest() {
         let mut q = q();
         let t0 = Instant::now();
-        q.add(a("x"), t0);
+        q.add(a("x"), t0, None);
         tokio::time::advance(Duration::from_secs(3)).await;
-        q.add(a("y"), Instant::now());
+        q.add(a("y"), Instant::now(), None);
         assert_eq!(q.lag(Instant::now()).1, Duration::from_secs(3));
     }
 }

@@ -16,7 +16,8 @@ use super::live::Known;
 use super::policy::{self, PauseReason, Verdict};
 use super::queue::Done;
 use super::{
-    unix_now, CallGuard, DriftStatus, Inner, PermanentFailure, Target, DRIFT_DETAILS, FAILED_RETRY, RECENT_FAILURES,
+    unix_now, CallGuard, DriftStatus, Inner, PermanentFailure, Settled, Target, DRIFT_DETAILS, FAILED_RETRY,
+    RECENT_FAILURES,
 };
 use crate::config::Mode;
 use crate::drift::Kind;
@@ -66,7 +67,10 @@ async fn scan_once(inner: &Inner, t: &Target) -> Result<(Report, usize), Provide
     // Never closed, so acquire fails only if it were; then list without a permit rather than not at all.
     let _permit = inner.listings.acquire().await.ok();
     // Locks per alias, not across the scan: the reader needs the queue and the view meanwhile.
-    let busy = |a: &str| t.live.lock().unwrap().changed_during_scan(a) || t.queue.lock().unwrap().contains(a);
+    let busy = |a: &str| {
+        let changed = t.live.lock().unwrap().changed_during_scan(a);
+        changed || t.queue.lock().unwrap().contains(a)
+    };
     let mut c =
         Comparer::new(&inner.store, t.id, |a| inner.cfg.may_touch(a), busy, |d, l| t.provider.key_matches(d, l));
     t.provider.list_each(&inner.cfg.managed_prefixes, &mut |a| c.push(a)).await?;
@@ -118,15 +122,17 @@ fn start_first_listing(inner: &Arc<Inner>, t: &Arc<Target>) -> tokio::task::Join
 /// what the listing shows differs (missing, wrong key, present where the desired state says absent, and
 /// with `prune` the unknown orphans), never the aliases already in sync, so a million of those cost no
 /// queue entry and no call.
-fn install_listing(t: &Target, report: Report, took: Duration) {
-    apply_scan(t, report, took);
+fn install_listing(inner: &Inner, t: &Target, report: Report, took: Duration) {
+    apply_scan(inner, t, report, took, true);
     *t.listed_at.lock().unwrap() = Some(unix_now());
     t.notify.notify_one();
 }
 
 /// A completed listing: the live view takes its drift (except for aliases changing right now), the drift is
 /// reported, and in enforce mode the repairs are queued.
-fn apply_scan(t: &Target, report: Report, took: Duration) {
+/// `first`: the listing that starts the target's work; its repairs settle changes nobody applied yet (consumed
+/// before this instance held the lease), so they carry their record's timestamp like a change would.
+fn apply_scan(inner: &Inner, t: &Target, report: Report, took: Duration, first: bool) {
     let m = metrics();
     t.live.lock().unwrap().install(
         &report,
@@ -161,13 +167,18 @@ fn apply_scan(t: &Target, report: Report, took: Duration) {
     }
     if t.mode == Mode::Enforce {
         let now = Instant::now();
+        // Read before the queue is locked (lock order: the store before a target's locks).
+        let produced: Vec<Option<i64>> = {
+            let s = inner.store.read().unwrap();
+            report.drifted.iter().map(|d| if first { s.produced_ms(&d.alias) } else { None }).collect()
+        };
         let failed = t.failed.lock().unwrap();
         let mut q = t.queue.lock().unwrap();
-        for d in &report.drifted {
+        for (d, produced) in report.drifted.iter().zip(produced) {
             let recently_failed = failed.get(d.alias.as_str()).is_some_and(|at| now.duration_since(*at) < FAILED_RETRY);
             let unpruned_orphan = d.kind == Kind::Orphan && d.unknown && !t.prune;
             if !unpruned_orphan && !recently_failed {
-                q.add(Arc::from(d.alias.as_str()), now);
+                q.add(Arc::from(d.alias.as_str()), now, produced);
             }
         }
         t.notify.notify_one();
@@ -225,10 +236,10 @@ async fn work(
             while inflight.len() < t.concurrency {
                 // The lease is checked per call, under the gate a revocation closes and waits on.
                 let Some(guard) = CallGuard::enter(t) else { break };
-                let Some((alias, attempts)) = q.pop(Instant::now()) else { break };
+                let Some((alias, attempts, produced_ms)) = q.pop(Instant::now()) else { break };
                 let (inner, t2, a) = (inner.clone(), t.clone(), alias.clone());
                 let h = inflight.spawn(async move {
-                    let done = reconcile_one(&inner, &t2, &a, attempts).await;
+                    let done = reconcile_one(&inner, &t2, &a, attempts, produced_ms).await;
                     drop(guard);
                     (a, done)
                 });
@@ -274,7 +285,7 @@ async fn work(
                 first = None;
                 match r {
                     Ok((report, took)) => {
-                        install_listing(t, report, took);
+                        install_listing(inner, t, report, took);
                         t.ctl.set_phase(Phase::Running);
                     }
                     // list_until_ok ends only with a listing; a panic in it is logged and the listing starts over.
@@ -293,7 +304,7 @@ async fn work(
             r = async { (&mut scan.as_mut().unwrap().1).await }, if scan.is_some() => {
                 let (started, _) = scan.take().unwrap();
                 match r {
-                    Ok(Ok((report, _))) => apply_scan(t, report, started.elapsed()),
+                    Ok(Ok((report, _))) => apply_scan(inner, t, report, started.elapsed(), false),
                     Ok(Err(e)) => {
                         t.live.lock().unwrap().abandon_scan();
                         metrics().scans.with_label_values(&[&t.name, "failed"]).inc();
@@ -415,7 +426,8 @@ fn start_probe(inner: &Inner, t: &Target) -> tokio::task::JoinHandle<Result<(), 
 }
 
 /// Reconciles one (target, alias): the latest desired value against the live one.
-async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) -> Done {
+/// `produced_ms`: the record timestamp of the oldest change this settles (None: a repair a scan queued).
+async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32, produced_ms: Option<i64>) -> Done {
     let m = metrics();
     if !inner.cfg.may_touch(alias) {
         tracing::error!(target_name = %t.name, alias, "refused: alias outside the managed prefixes or reserved");
@@ -423,11 +435,18 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
         return Done::Drop;
     }
     // One store read lock across both reads: the reader records an old key in the view under its write lock.
-    let (desired, known) = {
+    let (desired, known, revision) = {
         let s = inner.store.read().unwrap();
         let desired = s.desired(alias, t.id);
         let known = t.live.lock().unwrap().get(alias, desired.as_deref());
-        (desired, known)
+        (desired, known, s.revision(alias).unwrap_or(0))
+    };
+    // A change (not a repair) is settled once, applied or failed, on the status topic.
+    let settle = |failed: Option<String>| {
+        if let (Some(log), Some(_)) = (inner.changes.get(), produced_ms) {
+            let key_id = desired.as_deref().map(str::to_string);
+            log.settled(Settled { target: t.name.clone(), alias: alias.into(), revision, key_id, failed });
+        }
     };
     let (action, live) = match known {
         Known::Unknown => (decide_unknown(desired.as_deref()), None),
@@ -448,6 +467,11 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
             m.reconcile.with_label_values(&[&t.name, done.label(), "ok"]).inc();
             t.failed.lock().unwrap().remove(alias);
             repaired(t, alias);
+            if let Some(p) = produced_ms {
+                let ms = chrono::Utc::now().timestamp_millis().saturating_sub(p).max(0);
+                m.apply_latency.with_label_values(&[&t.name]).observe(ms as f64 / 1000.0);
+            }
+            settle(None);
             Done::Success
         }
         Err(e) => {
@@ -484,6 +508,7 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
                     key_id: desired.as_deref().map(str::to_string),
                     action: action.label(),
                     code: e.code.clone(),
+                    reason: super::preflight::dead_letter_reason(&e),
                     message: e.message.clone(),
                     at_unix: unix_now(),
                 };
@@ -494,6 +519,7 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32) ->
                     }
                     fl.push_back(f.clone());
                 }
+                settle(Some(f.code.clone()));
                 inner.sink.permanent(f);
                 t.failed.lock().unwrap().insert(alias.into(), Instant::now());
                 Done::Drop
@@ -517,7 +543,8 @@ fn repaired(t: &Target, alias: &str) {
 }
 
 /// Performs an action; returns what was actually done. Errors that reveal the live state are
-/// followed through (AlreadyExists → read → update if needed; NotFound on update → create).
+/// followed through (AlreadyExists → read → update if needed; NotFound on update → create). A create
+/// or re-point passes the pre-flight first: a violation is an error, and nothing is written.
 async fn execute(
     inner: &Inner,
     t: &Target,
@@ -531,6 +558,10 @@ async fn execute(
         let desired = s.desired(alias, t.id);
         t.live.lock().unwrap().observed(alias, key, desired.as_deref(), |d, l| p.key_matches(d, l));
     };
+    // `live` is None for a create: the alias is absent, or its live state unknown (then checked below).
+    if let Action::Create(k) | Action::Update(k) = action {
+        t.preflight.check(p, k, live).await?;
+    }
     match action {
         Action::Noop => Ok(Action::Noop),
         Action::Create(k) => match p.create_alias(alias, k).await {
@@ -543,7 +574,8 @@ async fn execute(
                 remember(current.as_deref());
                 match current {
                     Some(c) if p.key_matches(k, &c) => Ok(Action::Noop),
-                    Some(_) => {
+                    Some(c) => {
+                        t.preflight.check(p, k, Some(&c)).await?;
                         p.update_alias(alias, k).await?;
                         remember(Some(k));
                         Ok(Action::Update(k.clone()))

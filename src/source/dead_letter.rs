@@ -207,7 +207,7 @@ impl DeadLetters {
                 me.deliver(&Letter {
                     key: Some(f.alias.as_bytes().to_vec()),
                     value: Some(value),
-                    reason: "reconcile_failed",
+                    reason: f.reason,
                     headers: vec![
                         ("aliassync.target", f.target.clone()),
                         ("aliassync.code", f.code.clone()),

@@ -7,6 +7,7 @@ mod error_log;
 pub mod leases;
 pub mod probe;
 pub mod snapshot;
+pub mod status;
 pub mod table;
 
 use rdkafka::ClientConfig;

@@ -370,7 +370,7 @@ impl Table {
                     Outcome::Applied => {
                         m.events.with_label_values(&["applied"]).inc();
                         if !changed.is_empty() {
-                            self.engine.changed(&alias, &changed);
+                            self.engine.changed(&alias, &changed, origin.timestamp_ms);
                         }
                     }
                     Outcome::Stale => {

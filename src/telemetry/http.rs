@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -31,6 +31,8 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        // Alias names hold slashes: the rest of the path is the alias.
+        .route("/status/alias/{*alias}", get(alias_status))
         .with_state(AppState { engine, ready });
     Ok(tokio::spawn(async move {
         let stop = async move {
@@ -60,4 +62,14 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
         "ready": *s.ready.borrow(),
         "targets": s.engine.status(),
     }))
+}
+
+async fn alias_status(State(s): State<AppState>, Path(alias): Path<String>) -> impl IntoResponse {
+    match s.engine.alias_status(&alias) {
+        Some(st) => (StatusCode::OK, Json(serde_json::json!(st))),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("the desired state does not know {alias:?}") })),
+        ),
+    }
 }

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub reconcile: IntCounterVec,
     pub provider_requests: IntCounterVec,
     pub provider_duration: HistogramVec,
+    /// Record timestamp of a change → the owner applied it (DESIGN §2.9).
+    pub apply_latency: HistogramVec,
+    /// Status-topic records, by delivery outcome (ok, failed).
+    pub status_records: IntCounterVec,
     pub queue_depth: IntGaugeVec,
     pub target_lag_events: IntGaugeVec,
     pub target_lag_seconds: GaugeVec,
@@ -120,6 +124,23 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            apply_latency: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "apply_latency_seconds",
+                        "From a change's record timestamp (produced) to the owner applying it in the target.",
+                    )
+                    .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]),
+                    &["target"],
+                )
+                .unwrap(),
+            ),
+            status_records: counter(
+                "status_records_total",
+                "Records sent to the status topic, by delivery outcome (ok, failed).",
+                &["outcome"],
+            ),
             queue_depth: gauge(
                 "queue_depth",
                 "Pending (target, alias) work items, including delayed retries.",
@@ -167,6 +188,9 @@ impl Metrics {
             m.dead_letters.with_label_values(&[r.as_str()]);
         }
         m.dead_letters.with_label_values(&["reconcile_failed"]);
+        for o in ["ok", "failed"] {
+            m.status_records.with_label_values(&[o]);
+        }
         for r in crate::source::dead_letter::Refusal::ALL {
             m.dead_letter_failures.with_label_values(&[r.as_str()]);
         }
