@@ -94,6 +94,8 @@ topic = "{topic}"
 group_id = "{topic}"
 [ownership]
 managed_prefixes = ["alias/app/"]
+[safety]
+preflight = false
 [metrics]
 listen = "127.0.0.1:0"
 [targets.a]

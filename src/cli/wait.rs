@@ -222,10 +222,12 @@ pub fn watch(base: &ClientConfig, topic: &str, mut tracker: Tracker, deadline: I
         Ok(Watched::TimedOut { pending, note })
     };
     let missing = format!("the status topic {topic} does not exist yet: no target has recorded anything");
-    let partitions = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let note = match partition_count(&c, topic, left.clamp(Duration::from_millis(100), Duration::from_secs(10))) {
-            Ok(Some(n)) => break n,
+    let (mut ends, tpl) = loop {
+        let ask = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let note = match start_reading(&c, topic, &tracker, ask) {
+            Ok(Some(start)) => break start,
             // No records at all: decided already if nothing is awaited (absent everywhere, never recorded).
             Ok(None) => match tracker.verdict() {
                 Verdict::Pending(_) => missing.clone(),
@@ -240,18 +242,6 @@ pub fn watch(base: &ClientConfig, topic: &str, mut tracker: Tracker, deadline: I
         }
         std::thread::sleep(left.min(Duration::from_secs(1)));
     };
-    let wanted: BTreeSet<i32> = tracker.keys().map(|k| status::partition_of(k, partitions)).collect();
-    let mut ends = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &wanted {
-        let (low, high) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .map_err(|e| format!("offsets of {topic} partition {p}: {e}"))?;
-        if high > low {
-            ends.insert(p, high);
-        }
-        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| e.to_string())?;
-    }
     c.assign(&tpl).map_err(|e| format!("reading {topic}: {e}"))?;
     let mut note = None;
     loop {
@@ -296,18 +286,41 @@ enum MetadataError {
 }
 use MetadataError::{Fatal, Transient};
 
-/// The topic's partition count; None when it does not exist.
-fn partition_count(c: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Option<i32>, MetadataError> {
+/// The end offset per partition with records, and the partitions to read.
+type Start = (HashMap<i32, i64>, TopicPartitionList);
+
+/// Where reading starts: the partitions the awaited keys hash to (all from the beginning) and the end offset of
+/// each that holds records; None when the topic does not exist.
+fn start_reading(
+    c: &BaseConsumer,
+    topic: &str,
+    tracker: &Tracker,
+    timeout: Duration,
+) -> Result<Option<Start>, MetadataError> {
     let md = c.fetch_metadata(Some(topic), timeout).map_err(|e| Transient(format!("metadata for {topic}: {e}")))?;
     let Some(t) = md.topics().first() else { return Ok(None) };
-    match t.error().map(RDKafkaErrorCode::from) {
-        None if !t.partitions().is_empty() => Ok(Some(t.partitions().len() as i32)),
-        None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+    let partitions = match t.error().map(RDKafkaErrorCode::from) {
+        None if !t.partitions().is_empty() => t.partitions().len() as i32,
+        None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Ok(None),
         Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
-            Err(Fatal(format!("not authorized to read {topic} (the ACLs must allow Describe and Read on it)")))
+            return Err(Fatal(format!("not authorized to read {topic} (the ACLs must allow Describe and Read on it)")))
         }
-        Some(e) => Err(Transient(format!("metadata for {topic}: {e}"))),
+        Some(e) => return Err(Transient(format!("metadata for {topic}: {e}"))),
+    };
+    let wanted: BTreeSet<i32> = tracker.keys().map(|k| status::partition_of(k, partitions)).collect();
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &wanted {
+        // A topic created a moment ago may have no leader yet: asked again, like a missing topic.
+        let (low, high) = c
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| Transient(format!("offsets of {topic} partition {p}: {e}")))?;
+        if high > low {
+            ends.insert(p, high);
+        }
+        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| Fatal(e.to_string()))?;
     }
+    Ok(Some((ends, tpl)))
 }
 
 /// `aliassync wait ALIAS`: the goal from the desired topic (the alias's latest revision unless `revision`

@@ -233,9 +233,9 @@ async fn run_inner(
     };
     // Records go to the partition their key hashes to in the topic as it is (a reader computes the same).
     let status_partitions = topic_partitions.get(&status_topic).copied().unwrap_or(status::PARTITIONS);
-    engine.set_change_log(Arc::new(
-        status::StatusLog::new(&base, &status_topic, status_partitions).map_err(RunError::Startup)?,
-    ));
+    let status_log =
+        Arc::new(status::StatusLog::new(&base, &status_topic, status_partitions).map_err(RunError::Startup)?);
+    engine.set_change_log(status_log.clone());
     let instance_id = cfg.instance_id();
     tracing::info!(group = %cfg.kafka.group_id, %instance_id, lease_partitions, "joining the lease group (static membership)");
     let target_partition: Vec<i32> = names.iter().map(|n| lease_partition_of_target(n, lease_partitions)).collect();
@@ -388,6 +388,8 @@ async fn run_inner(
         t.abort();
     }
     sink_task.abort();
+    // The drained reconciles' status records: `wait` would otherwise time out on the last ones.
+    tokio::task::block_in_place(|| status_log.flush(Duration::from_secs(5)));
     // A static member sends no LeaveGroup: its targets stay leased to this instance id until the session
     // timeout, so a restart within it resumes them without a rebalance (see source/leases.rs).
     if tokio::time::timeout(Duration::from_secs(10), leases.leave(poller)).await.is_err() {

@@ -429,12 +429,14 @@ pub(crate) fn parse_key_facts(v: Value) -> Result<KeyFacts, ProviderError> {
         (None, Some(false)) => KeyState::Disabled,
         (None, None) => KeyState::Other(String::new()),
     };
-    Ok(KeyFacts {
-        key_id: m.key_id,
-        state,
-        spec: m.key_spec.or(m.customer_master_key_spec).unwrap_or_default(),
-        usage: m.key_usage.unwrap_or_default(),
-    })
+    let spec = m.key_spec.or(m.customer_master_key_spec).unwrap_or_default();
+    // moto reports `KeyUsage: null` for a key created without one; where the spec allows a single usage, that is it.
+    let usage = m.key_usage.unwrap_or_else(|| match spec.as_str() {
+        "SYMMETRIC_DEFAULT" => "ENCRYPT_DECRYPT".into(),
+        s if s.starts_with("HMAC_") => "GENERATE_VERIFY_MAC".into(),
+        _ => String::new(),
+    });
+    Ok(KeyFacts { key_id: m.key_id, state, spec, usage })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -898,6 +900,15 @@ mod tests {
         assert_eq!(
             (old.key_id.as_str(), old.state, old.spec.as_str()),
             ("k-old", KeyState::Enabled, "SYMMETRIC_DEFAULT")
+        );
+        // moto's `KeyUsage: null`: the one usage the spec allows, else unknown.
+        let usage = |spec: &str| {
+            let meta = json!({"KeyMetadata": {"KeyId": "x", "KeyState": "Enabled", "KeySpec": spec, "KeyUsage": null}});
+            parse_key_facts(meta).unwrap().usage
+        };
+        assert_eq!(
+            [usage("SYMMETRIC_DEFAULT"), usage("HMAC_384"), usage("RSA_2048")],
+            ["ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", ""]
         );
         assert_eq!(k.describe_key("k-none").await.unwrap(), None, "NotFound: the key does not exist");
         let e = k.describe_key("alias/aws/ebs").await.unwrap_err();

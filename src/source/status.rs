@@ -5,9 +5,9 @@
 //! A record's partition is chosen here from a stable hash of its key, not by librdkafka's partitioner, so a
 //! reader looking for one alias reads only the partitions its targets' records live in.
 
-use std::time::Duration;
-
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::client::ClientContext;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -50,13 +50,34 @@ pub fn partition_of(key: &str, partitions: i32) -> i32 {
     (stable_hash(key) % partitions.max(1) as u32) as i32
 }
 
-/// The owner's side: records are sent in the background; a record that cannot be delivered is counted and
-/// logged, never waited on (the next change of the alias records again, and `wait` times out visibly).
+/// The owner's side: records are queued to librdkafka and delivered by its thread (no task per record); a
+/// record that cannot be delivered is counted and logged, never waited on (`wait` then times out visibly, and
+/// the alias's next change records again).
 #[derive(Clone)]
 pub struct StatusLog {
-    producer: FutureProducer,
+    producer: std::sync::Arc<ThreadedProducer<Delivery>>,
     topic: String,
     partitions: i32,
+}
+
+/// Counts deliveries (librdkafka's thread calls it).
+pub struct Delivery;
+
+impl ClientContext for Delivery {}
+
+impl ProducerContext for Delivery {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        let outcome = match r {
+            Ok(_) => "ok",
+            Err((e, m)) => {
+                let topic = m.topic();
+                tracing::warn!(topic, error = %e, "status record not delivered");
+                "failed"
+            }
+        };
+        metrics().status_records.with_label_values(&[outcome]).inc();
+    }
 }
 
 impl StatusLog {
@@ -66,27 +87,30 @@ impl StatusLog {
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .set("message.timeout.ms", "60000")
-            .create()
+            // Bounded: writes are paced by the clouds' quotas, so this fills only while Kafka is unreachable.
+            .set("queue.buffering.max.kbytes", "16384")
+            .create_with_context(Delivery)
             .map_err(|e| format!("status producer: {e}"))?;
-        Ok(StatusLog { producer, topic: topic.into(), partitions })
+        Ok(StatusLog { producer: std::sync::Arc::new(producer), topic: topic.into(), partitions })
+    }
+
+    /// Waits (bounded) for queued records to be delivered: call at shutdown.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        use rdkafka::producer::Producer;
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(topic = %self.topic, error = %e, "status records not all delivered at shutdown");
+        }
     }
 
     pub fn record(&self, r: Record) {
         let key = key(&r.alias, &r.target);
         let partition = partition_of(&key, self.partitions);
         let Ok(value) = serde_json::to_string(&r) else { return };
-        let (producer, topic) = (self.producer.clone(), self.topic.clone());
-        tokio::spawn(async move {
-            let rec = FutureRecord::to(&topic).key(&key).payload(&value).partition(partition);
-            let outcome = match producer.send(rec, Duration::from_secs(60)).await {
-                Ok(_) => "ok",
-                Err((e, _)) => {
-                    tracing::warn!(topic, alias = %r.alias, target_name = %r.target, error = %e, "status record not delivered");
-                    "failed"
-                }
-            };
-            metrics().status_records.with_label_values(&[outcome]).inc();
-        });
+        let rec = BaseRecord::to(&self.topic).key(&key).payload(&value).partition(partition);
+        if let Err((e, _)) = self.producer.send(rec) {
+            tracing::warn!(topic = %self.topic, alias = %r.alias, target_name = %r.target, error = %e, "status record not queued");
+            metrics().status_records.with_label_values(&["failed"]).inc();
+        }
     }
 }
 

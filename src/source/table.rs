@@ -15,7 +15,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use futures::FutureExt;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -129,6 +131,29 @@ pub struct Table {
     ready: watch::Sender<bool>,
     /// The dead-letter task, until the daemon takes it to supervise it.
     duty_task: Option<tokio::task::JoinHandle<()>>,
+    /// Targets whose desired count changed since the gauges were last set (once per batch, not per event:
+    /// a rebuild of a million events would spend a label lookup per event and target).
+    counts: HashMap<TargetId, usize>,
+}
+
+/// Records handled per wake of the reader before it looks at its other duties again.
+const BATCH: usize = 1024;
+
+/// A record copied out of the consumer's buffer (a borrowed message holds the consumer).
+struct Copied {
+    origin: Origin,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+fn copied(m: Result<BorrowedMessage<'_>, KafkaError>) -> Result<Copied, KafkaError> {
+    m.map(|m| Copied {
+        origin: super::origin(&m),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+    })
 }
 
 pub struct TableArgs {
@@ -180,6 +205,7 @@ impl Table {
             positions: HashMap::new(),
             ready: a.ready,
             duty_task: Some(duty_task),
+            counts: HashMap::new(),
         })
     }
 
@@ -264,22 +290,15 @@ impl Table {
                     self.adopt_new_partitions().await;
                     self.update_lag();
                 }
-                m = self.consumer.recv() => match m {
-                    Ok(m) => {
-                        let origin = super::origin(&m);
-                        let o = m.offset();
-                        let (key, value) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
-                        drop(m);
-                        self.handle(origin, o, key.as_deref(), value.as_deref());
+                m = self.consumer.recv() => {
+                    self.received(copied(m), &mut errors);
+                    // What is already fetched is handled without another trip through the select.
+                    for _ in 1..BATCH {
+                        let Some(m) = self.consumer.recv().now_or_never() else { break };
+                        self.received(copied(m), &mut errors);
                     }
-                    Err(e) => {
-                        // Broker restarts surface here; librdkafka reconnects by itself. No pause per error:
-                        // errors queued while the broker was down would hold the reader back after it returns.
-                        if let Some(suppressed) = errors.admit(std::time::Instant::now()) {
-                            tracing::warn!(error = %e, suppressed, "desired-topic consumer error");
-                        }
-                    }
-                },
+                    self.flush_counts();
+                }
                 r = self.leases.changed() => {
                     if r.is_err() { return; }
                     self.update_duty();
@@ -354,6 +373,26 @@ impl Table {
         metrics().source_lag.set(lag);
     }
 
+    fn received(&mut self, m: Result<Copied, KafkaError>, errors: &mut ErrorLog) {
+        match m {
+            Ok(c) => self.handle(c.origin, c.offset, c.key.as_deref(), c.value.as_deref()),
+            Err(e) => {
+                // Broker restarts surface here; librdkafka reconnects by itself. No pause per error: errors
+                // queued while the broker was down would hold the reader back after it returns.
+                if let Some(suppressed) = errors.admit(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "desired-topic consumer error");
+                }
+            }
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        let m = metrics();
+        for (t, n) in self.counts.drain() {
+            m.desired_aliases.with_label_values(&[&self.target_names[t as usize]]).set(n as i64);
+        }
+    }
+
     fn handle(&mut self, origin: Origin, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
         let partition = origin.partition;
         self.positions.insert(partition, offset + 1);
@@ -362,9 +401,7 @@ impl Table {
             Ok(ev) => {
                 let alias = ev.alias.clone();
                 let (outcome, counts) = self.engine.apply(ev, origin);
-                for &(t, n) in &counts {
-                    m.desired_aliases.with_label_values(&[&self.target_names[t as usize]]).set(n as i64);
-                }
+                self.counts.extend(counts.iter().copied());
                 let changed: Vec<TargetId> = counts.iter().map(|c| c.0).collect();
                 match outcome {
                     Outcome::Applied => {
