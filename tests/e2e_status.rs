@@ -47,16 +47,17 @@ async fn applied_changes_are_recorded_once_per_change_and_target() {
     wait_for("status records", Duration::from_secs(30), || {
         got = records();
         let n = got.len();
-        async move { n >= 4 }
+        async move { n >= 5 }
     })
     .await;
-    // Nothing changed in euw1 at revision 2 of a (its key stayed): the first pass settled revision 1 there
-    // and use1, then the re-point (use1) and b (use1).
+    // The first pass settled revision 1 in both regions; revision 2 re-pointed use1 and left euw1 as it was,
+    // which settles there at once (no call); b exists in use1 only.
     let mut seen: Vec<(String, String, u64, Option<String>)> =
         got.iter().map(|(_, s)| (s.alias.clone(), s.target.clone(), s.revision, s.key_id.clone())).collect();
     seen.sort();
     let mut want = vec![
         (a.clone(), "euw1".to_string(), 1, Some(ke.clone())),
+        (a.clone(), "euw1".to_string(), 2, Some(ke.clone())),
         (a.clone(), "use1".to_string(), 1, Some(k1.clone())),
         (a.clone(), "use1".to_string(), 2, Some(k2.clone())),
         (b.clone(), "use1".to_string(), 1, Some(k1.clone())),
@@ -88,7 +89,7 @@ async fn applied_changes_are_recorded_once_per_change_and_target() {
     );
     let (code, _) = d.get(&format!("/status/alias/{prefix}nope")).await.unwrap();
     assert_eq!(code, 404);
-    // Every settled change observed its latency (b never existed in euw1: nothing to settle there).
+    // Every change applied by a call observed its latency (not the one settled without a call).
     let n = d.metric("aliassync_apply_latency_seconds_count", &[]).await;
     assert_eq!(n, 4.0, "{}", d.logs());
 }

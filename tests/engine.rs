@@ -241,15 +241,14 @@ fn rig_opts(prefix: &str, n: usize, rate: f64, modes: &[Mode], prune: &[bool], s
 impl Rig {
     fn apply(&self, alias: &str, rev: u64, targets: &[(TargetId, &str)]) {
         let body = Body::Present(targets.iter().map(|(t, k)| (*t, aliassync::keyid::KeyId::new(k))).collect());
-        let (_, changed) =
-            self.engine.apply(Event { alias: alias.into(), revision: Some(rev), body }, Origin::default());
-        let changed: Vec<TargetId> = changed.iter().map(|c| c.0).collect();
+        let changed = self.engine.apply(Event { alias: alias.into(), revision: Some(rev), body }, Origin::default());
+        let changed: Vec<TargetId> = changed.counts.iter().map(|c| c.0).collect();
         self.engine.changed(alias, &changed, chrono::Utc::now().timestamp_millis());
     }
     fn absent(&self, alias: &str, rev: u64) {
         let ev = Event { alias: alias.into(), revision: Some(rev), body: Body::Absent };
-        let (_, changed) = self.engine.apply(ev, Origin::default());
-        let changed: Vec<TargetId> = changed.iter().map(|c| c.0).collect();
+        let changed = self.engine.apply(ev, Origin::default());
+        let changed: Vec<TargetId> = changed.counts.iter().map(|c| c.0).collect();
         self.engine.changed(alias, &changed, chrono::Utc::now().timestamp_millis());
     }
     fn own_all(&self) {

@@ -186,6 +186,16 @@ pub struct Engine {
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// Targets whose desired key changed, with each one's count of desired aliases: queue them with `changed`.
+    pub counts: Vec<(TargetId, usize)>,
+    /// Targets the event names whose key stayed (see `unchanged`).
+    pub unchanged: Vec<TargetId>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct AliasStatus {
     pub alias: String,
@@ -347,16 +357,55 @@ impl Engine {
     /// Applies an event to the desired state. The live views record the old keys under the same write lock, so
     /// no reconcile reads the new desired key with a view that still says "in sync". Returns the outcome and the
     /// targets whose desired key changed, with each one's count of desired aliases; queue them with `changed`.
-    pub fn apply(&self, ev: Event, origin: Origin) -> (Outcome, Vec<(TargetId, usize)>) {
+    pub fn apply(&self, ev: Event, origin: Origin) -> Applied {
         let mut s = self.inner.store.write().unwrap_or_else(|e| e.into_inner());
         let alias = ev.alias.clone();
+        let named: Vec<TargetId> = match &ev.body {
+            crate::event::Body::Present(t) => t.iter().map(|(id, _)| *id).collect(),
+            crate::event::Body::Absent => Vec::new(),
+        };
         let (outcome, changes) = s.apply(ev, origin);
         for c in &changes {
             if let Some(t) = self.inner.targets.get(c.target as usize) {
                 t.live.lock().unwrap().desired_changed(&alias, c.old.as_ref());
             }
         }
-        (outcome, changes.iter().map(|c| (c.target, s.count(c.target))).collect())
+        let unchanged = match outcome {
+            Outcome::Applied => named.into_iter().filter(|id| !changes.iter().any(|c| c.target == *id)).collect(),
+            Outcome::Stale => Vec::new(),
+        };
+        Applied { outcome, counts: changes.iter().map(|c| (c.target, s.count(c.target))).collect(), unchanged }
+    }
+
+    /// A new revision of `alias` that left these targets' keys as they were: where this instance owns the
+    /// target and the alias is in sync there (nothing queued), the revision is settled at once, with no call, so
+    /// `wait` sees every target it names at the new revision.
+    pub fn unchanged(&self, alias: &str, targets: &[TargetId]) {
+        let Some(log) = self.inner.changes.get() else { return };
+        if targets.is_empty() || !*self.inner.rebuilt.borrow() {
+            return;
+        }
+        let s = self.inner.store.read().unwrap_or_else(|e| e.into_inner());
+        let Some(revision) = s.revision(alias) else { return };
+        for t in targets.iter().filter_map(|&id| self.inner.targets.get(id as usize)) {
+            if !*t.owned.borrow() {
+                continue;
+            }
+            let desired = s.desired(alias, t.id).map(|k| k.to_string());
+            let in_sync = match t.live.lock().unwrap().get(alias, desired.as_deref()) {
+                live::Known::Key(Some(l)) => desired.as_deref().is_some_and(|d| t.provider.key_matches(d, &l)),
+                _ => false,
+            };
+            if in_sync && !t.queue.lock().unwrap().contains(alias) {
+                log.settled(Settled {
+                    target: t.name.clone(),
+                    alias: alias.into(),
+                    revision,
+                    key_id: desired,
+                    failed: None,
+                });
+            }
+        }
     }
 
     /// Queues a change of `alias` in these targets; `produced_ms` is its record timestamp (apply latency).

@@ -14,8 +14,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use futures::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -400,15 +400,16 @@ impl Table {
         match self.decoder.decode(key, value) {
             Ok(ev) => {
                 let alias = ev.alias.clone();
-                let (outcome, counts) = self.engine.apply(ev, origin);
-                self.counts.extend(counts.iter().copied());
-                let changed: Vec<TargetId> = counts.iter().map(|c| c.0).collect();
-                match outcome {
+                let applied = self.engine.apply(ev, origin);
+                self.counts.extend(applied.counts.iter().copied());
+                let changed: Vec<TargetId> = applied.counts.iter().map(|c| c.0).collect();
+                match applied.outcome {
                     Outcome::Applied => {
                         m.events.with_label_values(&["applied"]).inc();
                         if !changed.is_empty() {
                             self.engine.changed(&alias, &changed, origin.timestamp_ms);
                         }
+                        self.engine.unchanged(&alias, &applied.unchanged);
                     }
                     Outcome::Stale => {
                         m.events.with_label_values(&["stale"]).inc();
