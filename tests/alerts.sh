@@ -40,7 +40,7 @@ import sys
 
 dash_path, rules_path = sys.argv[1], sys.argv[2]
 
-HISTOGRAMS = {"aliassync_provider_request_duration_seconds"}
+HISTOGRAMS = {"aliassync_provider_request_duration_seconds", "aliassync_apply_latency_seconds"}
 KNOWN = {
     "up",
     "aliassync_events_total", "aliassync_dead_letters_total", "aliassync_dead_letter_failures_total",
@@ -50,7 +50,7 @@ KNOWN = {
     "aliassync_ready", "aliassync_reconcile_total", "aliassync_provider_requests_total",
     "aliassync_queue_depth", "aliassync_target_lag_events", "aliassync_target_lag_seconds",
     "aliassync_owned_targets", "aliassync_build_info", "aliassync_rate_limit_per_second",
-    "aliassync_target_paused",
+    "aliassync_target_paused", "aliassync_status_records_total",
 } | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 # Panels the dashboard must have, by the metric they show.
 REQUIRED = {
@@ -59,6 +59,7 @@ REQUIRED = {
     "aliassync_provider_requests_total", "aliassync_provider_request_duration_seconds_bucket",
     "aliassync_dead_letters_total", "aliassync_last_scan_success_timestamp_seconds",
     "aliassync_owned_targets", "aliassync_rate_limit_per_second",
+    "aliassync_apply_latency_seconds_bucket", "aliassync_status_records_total",
 }
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
             "offset", "bool", "inf", "nan", "atan2"}
@@ -125,6 +126,13 @@ def walk(panels):
                 exprs.append((f"{where} {t.get('refId')}", t.get("expr", "")))
         walk(p.get("panels", []))
 walk(dash.get("panels", []))
+# Top-level panels must not overlap (the panels of a collapsed row are laid out when it opens: not checked).
+rects = [(p.get("id"), p["gridPos"]) for p in dash.get("panels", [])
+         if all(isinstance(p.get("gridPos", {}).get(k), int) for k in ("h", "w", "x", "y"))]
+for i, (a, g) in enumerate(rects):
+    for b, h in rects[i + 1:]:
+        if g["x"] < h["x"] + h["w"] and h["x"] < g["x"] + g["w"] and g["y"] < h["y"] + h["h"] and h["y"] < g["y"] + g["h"]:
+            errors.append(f"panels {a} and {b}: gridPos overlap ({g} and {h})")
 
 for where, e in exprs:
     names = metric_names(e)

@@ -120,6 +120,9 @@ struct Target {
     failed: Mutex<HashMap<Box<str>, tokio::time::Instant>>,
     /// Iterations of the worker loop: a stalled target must not spin (see `TargetStatus::loop_wakeups`).
     wakeups: AtomicU64,
+    /// When this instance began working on the target (ms since the epoch): apply latency counts changes produced
+    /// since, not older ones the first pass settles (their age is the downtime or a hand edit, not our latency).
+    working_since_ms: std::sync::atomic::AtomicI64,
     /// Probe a paused target now (SIGHUP: the credentials may have been fixed).
     probe_now: Notify,
     /// The checks before a write, with this target's key-facts cache.
@@ -277,6 +280,7 @@ impl Engine {
                     drifted: Mutex::new(HashMap::new()),
                     failed: Mutex::new(HashMap::new()),
                     wakeups: AtomicU64::new(0),
+                    working_since_ms: std::sync::atomic::AtomicI64::new(i64::MAX),
                     probe_now: Notify::new(),
                     preflight: preflight::Preflight::new(cfg.preflight),
                     ctl: controller::Controller::new(&s.name),

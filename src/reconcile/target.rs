@@ -47,6 +47,7 @@ pub(super) async fn run(inner: Arc<Inner>, t: Arc<Target>) {
         }
         seed_paused(&t);
         t.live.lock().unwrap().start();
+        t.working_since_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
         // The workers start with the first listing, not after it: changes that arrive meanwhile are applied at
         // once, written first since their live state is unknown (the listing of a large account takes minutes).
         t.ctl.set_phase(Phase::Listing);
@@ -467,7 +468,7 @@ async fn reconcile_one(inner: &Inner, t: &Target, alias: &str, attempts: u32, pr
             m.reconcile.with_label_values(&[&t.name, done.label(), "ok"]).inc();
             t.failed.lock().unwrap().remove(alias);
             repaired(t, alias);
-            if let Some(p) = produced_ms {
+            if let Some(p) = produced_ms.filter(|&p| p >= t.working_since_ms.load(Ordering::Relaxed)) {
                 let ms = chrono::Utc::now().timestamp_millis().saturating_sub(p).max(0);
                 m.apply_latency.with_label_values(&[&t.name]).observe(ms as f64 / 1000.0);
             }
