@@ -92,12 +92,18 @@ impl TokenBucket {
             return;
         }
         self.last_throttle = Some(now);
-        self.ceiling = Some(self.rate);
-        // Sending above the quota, what the cloud accepted in the last second is about the quota: never back
-        // off to less than that would say, but never stay above it either.
+        // Sending above the quota, what the cloud accepted in the last second is about the quota.
         self.forget_accepted(now);
         let accepted = self.accepted.len() as f64;
-        self.rate = (self.rate * BACKOFF).min(accepted.max(self.rate * BACKOFF * BACKOFF)).max(self.min_rate);
+        // The ceiling is just above that (never the rate we sent at, which the fast climb would return to at once,
+        // throttle after throttle); the rate backs off to the accepted rate, or further with nothing accepted.
+        let (ceiling, rate) = if accepted > 0.0 {
+            (self.rate.min(accepted * 1.1), (self.rate * BACKOFF).min(accepted))
+        } else {
+            (self.rate, self.rate * BACKOFF * BACKOFF)
+        };
+        self.ceiling = Some(ceiling);
+        self.rate = rate.max(self.min_rate);
     }
 
     fn forget_accepted(&mut self, now: Instant) {
