@@ -3,10 +3,11 @@
 //!
 //! The clouds do not publish a target's real quota (it differs per account, region and contract), so the
 //! configured rate is a ceiling and the cloud's throttling is the signal, as packet loss is for TCP:
-//! - a throttle remembers the rate it happened at (the learned ceiling, TCP's ssthresh) and backs off to 70%
-//!   of it, or lower, to what the cloud accepted in the last second; further throttles within 300 ms come
-//!   from calls already sent at the old rate and are not counted again (one decrease per episode);
-//! - successes climb back fast to 90% of the ceiling, then probe above it slowly, so a steady quota is held
+//! - a throttle learns a ceiling (TCP's ssthresh) just above what the cloud accepted in the last second (the
+//!   rate sent at when nothing was accepted) and backs off to 70% of the rate, or lower, to that accepted rate;
+//!   further throttles within 300 ms come from calls already sent at the old rate and are not counted again
+//!   (one decrease per episode);
+//! - successes climb back fast to 95% of the ceiling, then probe above it slowly, so a steady quota is held
 //!   at ≥ 90% with a throttle only every few hundred calls;
 //! - after `FORGET` without a throttle the ceiling is forgotten and the rate climbs back to the configured
 //!   one (the quota may have been raised);
@@ -29,7 +30,7 @@ const BACKOFF: f64 = 0.7;
 /// rate to the ceiling, so a steady quota costs about one throttle in a few hundred calls.
 const PROBE: f64 = 0.0005;
 /// Below this share of the ceiling the rate climbs fast.
-const CRUISE: f64 = 0.9;
+const CRUISE: f64 = 0.95;
 
 #[derive(Debug)]
 pub struct TokenBucket {
