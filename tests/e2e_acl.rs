@@ -48,6 +48,7 @@ async fn a_principal_without_create_starts_against_topics_made_for_it() {
     create_topic_on(&admin, &s.topic, 1).await;
     create_topic_on(&admin, &format!("{}.leases", s.topic), 2).await;
     create_topic_on(&admin, &format!("{}.dlq", s.topic), 1).await;
+    create_topic_on(&admin, &format!("{}.status", s.topic), 2).await;
     let use1 = kms("us-east-1");
     let key = create_key(&use1).await;
     let prefix = &s.prefix;
