@@ -175,10 +175,11 @@ async fn topics_that_exist_are_read_not_created() {
     create_topic(&topic, 1).await;
     create_plain_topic(&format!("{topic}.leases"), 2).await;
     create_plain_topic(&format!("{topic}.dlq"), 1).await;
+    create_plain_topic(&format!("{topic}.status"), 6).await;
     let d = Daemon::start(&config(&id, &topic, &["use1"], 2, ""));
     d.wait_ready().await;
     let logs = d.logs();
-    assert_eq!(logs.matches("topic exists; not creating it").count(), 2, "{logs}");
+    assert_eq!(logs.matches("topic exists; not creating it").count(), 3, "{logs}");
     assert!(!logs.contains("created topic"), "{logs}");
 }
 
