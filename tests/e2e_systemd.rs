@@ -242,6 +242,13 @@ impl FakeKms {
             let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             match op.as_str() {
                 "ListAliases" => axum::Json(serde_json::json!({"Aliases": [], "Truncated": false})).into_response(),
+                // A key id (the pre-flight): every key exists and is Enabled. An alias name: no such alias.
+                "DescribeKey" if !body["KeyId"].as_str().unwrap_or_default().starts_with("alias/") => {
+                    let id = body["KeyId"].as_str().unwrap_or_default();
+                    axum::Json(serde_json::json!({"KeyMetadata": {"KeyId": id, "KeyState": "Enabled",
+                        "KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT"}}))
+                    .into_response()
+                }
                 "DescribeKey" => (
                     StatusCode::BAD_REQUEST,
                     [("x-amzn-errortype", "NotFoundException")],
