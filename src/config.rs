@@ -200,8 +200,33 @@ pub struct TargetConfig {
     /// Huawei only: `"keep"` (default) sends `alias/app/x` as is, `"strip"` sends `app/x` (see [`AliasPrefix`]).
     #[serde(default)]
     pub alias_prefix: Option<AliasPrefix>,
+    /// `"env:PREFIX"`, `"file:PATH"` (static keys) or `"default"` (the cloud SDK's own chain; DESIGN §2.8).
     #[serde(default)]
     pub credentials: String,
+    /// AWS and Alibaba: a role to assume on top of `credentials` (one session per target, refreshed).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// AWS and Alibaba: the role's external id, as an `env:`/`file:` reference (it is a shared secret).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// AWS and Alibaba: the session name CloudTrail/ActionTrail show; default `aliassync-<hostname>`.
+    #[serde(default)]
+    pub role_session_name: Option<String>,
+    /// Lifetime of an assumed session (or a Huawei agency token); default 3600.
+    #[serde(default)]
+    pub role_duration_seconds: Option<u64>,
+    /// Huawei: the agency to assume (IAM assume-agency) in `agency_domain`'s account.
+    #[serde(default)]
+    pub agency_name: Option<String>,
+    /// Huawei: the account (domain) name that owns `agency_name`.
+    #[serde(default)]
+    pub agency_domain: Option<String>,
+    /// AWS and Alibaba: the STS URL (default: the region's).
+    #[serde(default)]
+    pub sts_endpoint: Option<String>,
+    /// Huawei: the IAM URL for assume-agency (default: the region's).
+    #[serde(default)]
+    pub iam_endpoint: Option<String>,
     /// Alias writes per second (the cloud's write quota is the default).
     #[serde(default)]
     pub rate_limit_per_second: Option<f64>,
@@ -292,7 +317,7 @@ fn valid_instance_id(id: &str) -> bool {
 }
 
 /// The host name, with anything Kafka would refuse in a `group.instance.id` replaced by `-`.
-fn default_instance_id() -> String {
+pub(crate) fn default_instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -516,9 +541,16 @@ impl Config {
                     bad(&key("endpoint"), "is not an http(s) URL", "use e.g. \"https://kms.us-east-1.amazonaws.com\"");
                 }
             }
-            if let Err(e) = crate::secret::SecretRef::parse(&t.credentials) {
-                bad(&key("credentials"), &e, "use \"env:PREFIX\" or \"file:PATH\"; secrets never go in the TOML");
+            if t.credentials != "default" {
+                if let Err(e) = crate::secret::SecretRef::parse(&t.credentials) {
+                    bad(
+                        &key("credentials"),
+                        &e,
+                        "use \"default\" (the cloud's own chain), \"env:PREFIX\" or \"file:PATH\"; secrets never go in the TOML",
+                    );
+                }
             }
+            crate::credentials::validate(name, t, &mut bad);
             for (k, v) in [
                 ("rate_limit_per_second", t.rate_limit_per_second),
                 ("read_rate_limit_per_second", t.read_rate_limit_per_second),
@@ -585,11 +617,24 @@ impl Config {
         }
     }
 
-    /// Resolves every secret reference now, so a missing credential fails at start, naming the key.
+    /// Loads every static secret reference now (`env:`/`file:` keys, external ids), so a missing one fails at
+    /// start naming the key. Targets on `"default"` resolve through their cloud's chain instead (not here).
     pub fn resolve_credentials(&self) -> Result<BTreeMap<String, crate::secret::Credentials>, ConfigError> {
         let mut out = BTreeMap::new();
         let mut problems = Vec::new();
         for (name, t) in &self.targets {
+            if let Some(Err(e)) =
+                t.external_id.as_deref().map(|x| crate::secret::SecretRef::parse(x).and_then(|r| r.load_string()))
+            {
+                problems.push(Problem {
+                    key: format!("targets.{name}.external_id"),
+                    problem: e,
+                    fix: "set the variable or file the reference names".into(),
+                });
+            }
+            if t.credentials == "default" {
+                continue;
+            }
             match crate::secret::SecretRef::parse(&t.credentials).and_then(|r| r.load_credentials()) {
                 Ok(c) => {
                     out.insert(name.clone(), c);

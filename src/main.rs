@@ -41,8 +41,13 @@ struct Cli {
 enum Cmd {
     /// Run the daemon: consume desired state from Kafka and reconcile every owned target.
     Run,
-    /// Validate the configuration (and that every credential reference resolves), then exit.
-    CheckConfig,
+    /// Validate the configuration, resolve every target's credentials (assuming roles) and print whom each
+    /// target acts as, then exit. Exit 78 invalid config, 1 a target without working credentials.
+    CheckConfig {
+        /// Only validate the config and load static references; no call to instance metadata, STS or IAM.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Read the topic to its end, list the targets, print the diff; changes nothing.
     /// Exit 0 in sync, 2 on drift, 1 on error.
     Plan {
@@ -161,9 +166,49 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match cli.cmd {
-        Cmd::CheckConfig => match cfg.resolve_credentials().and_then(|_| cfg.kafka_properties()) {
+        Cmd::CheckConfig { offline } => match cfg.resolve_credentials().and_then(|_| cfg.kafka_properties()) {
             Ok(_) => {
                 let names: Vec<_> = cfg.targets.keys().cloned().collect();
+                if offline {
+                    println!(
+                        "{}: OK ({} targets: {}; credentials not resolved: --offline)",
+                        cli.config.display(),
+                        names.len(),
+                        names.join(", ")
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                let checked = match runtime().block_on(aliassync::credentials::check(&cfg)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{}: {e}", cli.config.display());
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
+                let mut failed = 0;
+                for c in &checked {
+                    match &c.identity {
+                        Ok(who) => {
+                            let exp = c
+                                .expires_at
+                                .map(|t| format!(", expires {}", chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()))
+                                .unwrap_or_default();
+                            println!("target {}: acts as {who} ({}{exp})", c.target, c.source);
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("target {}: {e} ({})", c.target, c.source);
+                        }
+                    }
+                }
+                if failed > 0 {
+                    eprintln!(
+                        "{}: {failed} of {} targets have no working credentials",
+                        cli.config.display(),
+                        names.len()
+                    );
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: OK ({} targets: {})", cli.config.display(), names.len(), names.join(", "));
                 ExitCode::SUCCESS
             }

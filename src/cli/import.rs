@@ -36,7 +36,7 @@ pub fn chosen(cfg: &Config, names: &[String], all: bool) -> Result<BTreeSet<Stri
 /// every target that could not be listed: a partial file, published, would remove that target's aliases.
 pub async fn import(cfg: &Config, names: &[String], all: bool, json_out: bool) -> Result<String, String> {
     let names = chosen(cfg, names, all)?;
-    let specs = build_targets(cfg).map_err(|e| e.to_string())?;
+    let specs = build_targets(cfg).await.map_err(|e| e.to_string())?;
     let prefixes = &cfg.ownership.managed_prefixes;
     let listings: Vec<_> = futures::stream::iter(specs.iter().filter(|s| names.contains(&s.name)))
         .map(|s| async move { (s.name.clone(), s.provider.list_aliases(prefixes).await) })

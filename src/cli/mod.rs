@@ -40,7 +40,7 @@ pub async fn plan(cfg: &Config, json_out: bool, only: Option<&str>) -> Result<bo
         }
     }
     let (store, counts) = read_desired(cfg).await?;
-    let specs = build_targets(cfg).map_err(|e| e.to_string())?;
+    let specs = build_targets(cfg).await.map_err(|e| e.to_string())?;
     let prefixes = &cfg.ownership.managed_prefixes;
     let locked = std::sync::RwLock::new(store);
     let mut out = Vec::new();

@@ -57,7 +57,7 @@ pub async fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     // Handlers first: SIGHUP's default action would end the process.
     let stop = shutdown_signal();
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
-    let (specs, credentials) = build_reloadable_targets(&cfg)?;
+    let (specs, credentials) = build_reloadable_targets(&cfg).await?;
     let reloader = Reloader::new(path.to_owned(), cfg.clone(), credentials);
     run_inner(cfg, specs, stop, Some((reloader, hangup))).await
 }
@@ -336,7 +336,16 @@ async fn run_inner(
         let (ready, store, oc) = (ready_rx.clone(), store.clone(), owned_count.clone());
         let eng = engine.clone();
         tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
+            let changed = reloader.credentials_changed.clone();
+            loop {
+                tokio::select! {
+                    sig = hangup.recv() => if sig.is_none() { break },
+                    // A refresher installed new keys: a target paused for its credentials is probed at once.
+                    () = changed.notified() => {
+                        eng.probe_paused();
+                        continue;
+                    }
+                }
                 // RELOADING=1 … READY=1 only once started: a READY=1 before that would end start-up early.
                 let started = *ready.borrow();
                 if started {

@@ -3,7 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::targets::TargetCredentials;
 use crate::config::Config;
+use crate::credentials::refresh::{self, Refresher};
 use crate::provider::SharedCredentials;
 use crate::telemetry::logging;
 
@@ -14,12 +20,29 @@ pub struct Reloader {
     path: PathBuf,
     /// The configuration the daemon started with.
     running: Config,
+    /// Targets on static keys: SIGHUP re-reads them here.
     credentials: BTreeMap<String, SharedCredentials>,
+    /// Targets on a default chain or a role: their refreshers, which SIGHUP asks to resolve at once.
+    refreshers: BTreeMap<String, Refresher>,
+    /// Notified when new keys were installed (SIGHUP or a refresh): a target paused for its credentials is
+    /// probed at once.
+    pub credentials_changed: Arc<Notify>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, running: Config, credentials: BTreeMap<String, SharedCredentials>) -> Self {
-        Reloader { path, running, credentials }
+    /// Starts a refresher for every target whose credentials are temporary (must run inside the runtime).
+    pub fn new(path: PathBuf, running: Config, targets: BTreeMap<String, TargetCredentials>) -> Self {
+        let changed = Arc::new(Notify::new());
+        let (mut credentials, mut refreshers) = (BTreeMap::new(), BTreeMap::new());
+        for (name, t) in targets {
+            if t.source.refreshes() {
+                let r = refresh::spawn(name.clone(), t.source, t.shared, t.first, changed.clone());
+                refreshers.insert(name, r);
+            } else {
+                credentials.insert(name, t.shared);
+            }
+        }
+        Reloader { path, running, credentials, refreshers, credentials_changed: changed }
     }
 
     /// Applies what it can and logs what it did (never a secret); returns a one-line summary. A part that
@@ -54,6 +77,10 @@ impl Reloader {
                 tracing::warn!(target_name = %name, "reload: target removed from the config; it keeps running until a restart");
                 continue;
             };
+            if t.credentials == "default" {
+                tracing::warn!(target_name = %name, %key, "reload: switching a target to the default chain needs a restart; keeping its static keys");
+                continue;
+            }
             match crate::secret::SecretRef::parse(&t.credentials).and_then(|r| r.load_credentials()) {
                 Ok(c) => {
                     let did_change = handle.replace(c);
@@ -68,11 +95,19 @@ impl Reloader {
                 }
             }
         }
+        for (name, r) in &self.refreshers {
+            // Temporary credentials: resolve again now (a fixed trust policy or a rotated base key).
+            tracing::info!(target_name = %name, "reload: refreshing temporary credentials now");
+            r.refresh_now();
+        }
         let restart = needs_restart(&self.running, &new);
         if !restart.is_empty() {
             tracing::warn!(keys = %restart.join(", "), "reload: these settings changed but only apply after a restart");
         }
         let mut summary = format!("reloaded credentials of {reloaded} targets ({changed} changed)");
+        if !self.refreshers.is_empty() {
+            summary.push_str(&format!(", refreshing {} with temporary credentials", self.refreshers.len()));
+        }
         if failed > 0 {
             summary.push_str(&format!(", {failed} failed"));
         }

@@ -98,14 +98,14 @@ impl AlibabaKms {
         creds: Credentials,
         timeout: Duration,
     ) -> Result<AlibabaKms, String> {
-        Self::with_client(region, endpoint, creds, phttp::try_client(timeout)?)
+        Self::with_client(region, endpoint, SharedCredentials::new(creds), phttp::try_client(timeout)?)
     }
 
     /// [`AlibabaKms::new`] with an HTTP client shared with other targets (its timeout is the request timeout).
     pub fn with_client(
         region: &str,
         endpoint: Option<&str>,
-        creds: Credentials,
+        creds: SharedCredentials,
         client: reqwest::Client,
     ) -> Result<AlibabaKms, String> {
         check_region(region)?;
@@ -114,14 +114,14 @@ impl AlibabaKms {
             None => parse_endpoint(&format!("https://kms.{region}.aliyuncs.com"))?,
         };
         let host = host_header(&url);
-        Ok(AlibabaKms { client, url, host, creds: SharedCredentials::new(creds) })
+        Ok(AlibabaKms { client, url, host, creds })
     }
 
     /// Calls one action with its RPC parameters (decoded; the signer encodes them) and returns the response
     /// body (`Value::Null` when empty).
     pub async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Value, ProviderError> {
         let nonce = format!("{:032x}", rand::random::<u128>());
-        let p = self.prepare(action, params, Utc::now(), &nonce);
+        let p = self.prepare(action, params, Utc::now(), &nonce)?;
         let mut req = self.client.post(p.url.clone()).body(Vec::new());
         for (name, value) in &p.headers {
             req = req.header(*name, header_value(value, *name == SECURITY_TOKEN_HEADER)?);
@@ -141,8 +141,14 @@ impl AlibabaKms {
     }
 
     /// Builds and signs the request for `action` at time `now` with `nonce`. Every header set is signed.
-    fn prepare(&self, action: &str, params: &[(&str, &str)], now: DateTime<Utc>, nonce: &str) -> Prepared {
-        let creds = self.creds.current();
+    fn prepare(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+        now: DateTime<Utc>,
+        nonce: &str,
+    ) -> Result<Prepared, ProviderError> {
+        let creds = self.creds.current()?;
         let mut url = self.url.clone();
         let query = sign::canonical_query(params);
         url.set_query(Some(&query).filter(|q| !q.is_empty()).map(String::as_str));
@@ -162,7 +168,7 @@ impl AlibabaKms {
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
         let req = SignableRequest { method: "POST", path: url.path(), query: params, headers: &pairs, body: b"" };
         let s = acs3::sign(&req, &names, &creds.access_key_id, creds.secret_access_key.expose());
-        Prepared { creds, url, headers, authorization: s.authorization, signature: s.signature }
+        Ok(Prepared { creds, url, headers, authorization: s.authorization, signature: s.signature })
     }
 
     /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
@@ -632,7 +638,7 @@ mod tests {
         let k = kms("http://127.0.0.1:5058");
         let now = DateTime::parse_from_rfc3339("2026-11-23T04:13:41Z").unwrap().with_timezone(&Utc);
         let params = [("KeyId", "key-hzz62f1cb66fa42qo3ht4"), ("AliasName", "alias/app/one")];
-        let p = k.prepare("CreateAlias", &params, now, "0e859597913bdaba31b4c5eca3f5a577");
+        let p = k.prepare("CreateAlias", &params, now, "0e859597913bdaba31b4c5eca3f5a577").unwrap();
         assert_eq!(
             p.url.as_str(),
             "http://127.0.0.1:5058/?AliasName=alias%2Fapp%2Fone&KeyId=key-hzz62f1cb66fa42qo3ht4"
@@ -655,7 +661,7 @@ mod tests {
         // STS: the token is a signed header.
         let k =
             AlibabaKms::new("cn-hangzhou", Some("http://h"), creds(Some("STSTOK")), Duration::from_secs(1)).unwrap();
-        let p = k.prepare("ListAliases", &[], now, "n");
+        let p = k.prepare("ListAliases", &[], now, "n").unwrap();
         assert_eq!(p.url.as_str(), "http://h/");
         assert!(p.headers.contains(&(SECURITY_TOKEN_HEADER, "STSTOK".into())));
         assert!(

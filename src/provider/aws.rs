@@ -52,7 +52,7 @@ impl AwsKms {
         creds: Credentials,
         timeout: Duration,
     ) -> Result<AwsKms, String> {
-        Self::with_client(region, endpoint, signing_service, creds, phttp::try_client(timeout)?)
+        Self::with_client(region, endpoint, signing_service, SharedCredentials::new(creds), phttp::try_client(timeout)?)
     }
 
     /// [`AwsKms::new`] with an HTTP client shared with other targets (its timeout is the request timeout).
@@ -60,7 +60,7 @@ impl AwsKms {
         region: &str,
         endpoint: Option<&str>,
         signing_service: Option<&str>,
-        creds: Credentials,
+        creds: SharedCredentials,
         client: reqwest::Client,
     ) -> Result<AwsKms, String> {
         check_scope_part("region", region)?;
@@ -70,13 +70,7 @@ impl AwsKms {
             Some(e) => parse_endpoint(e)?,
             None => parse_endpoint(&format!("https://kms.{region}.amazonaws.com"))?,
         };
-        Ok(AwsKms {
-            client,
-            url,
-            region: region.to_string(),
-            service: service.to_string(),
-            creds: SharedCredentials::new(creds),
-        })
+        Ok(AwsKms { client, url, region: region.to_string(), service: service.to_string(), creds })
     }
 
     /// Calls one KMS operation (`op` without the `TrentService.` prefix) and returns the response
@@ -86,7 +80,7 @@ impl AwsKms {
             ProviderError::new(ErrorClass::Permanent, "RequestError", "other", format!("cannot encode request: {e}"))
         })?;
         let target = format!("{TARGET_PREFIX}{op}");
-        let creds = self.creds.current();
+        let creds = self.creds.current()?;
         let sig = self.sign(&target, &payload, SystemTime::now(), &creds)?;
         let mut req = self
             .client

@@ -122,7 +122,14 @@ impl HuaweiKms {
         creds: Credentials,
         timeout: Duration,
     ) -> Result<HuaweiKms, String> {
-        Self::with_client(region, endpoint, project_id, alias_naming, creds, phttp::try_client(timeout)?)
+        Self::with_client(
+            region,
+            endpoint,
+            project_id,
+            alias_naming,
+            SharedCredentials::new(creds),
+            phttp::try_client(timeout)?,
+        )
     }
 
     /// [`HuaweiKms::new`] with an HTTP client shared with other targets (its timeout is the request timeout).
@@ -131,7 +138,7 @@ impl HuaweiKms {
         endpoint: Option<&str>,
         project_id: &str,
         alias_naming: AliasPrefix,
-        creds: Credentials,
+        creds: SharedCredentials,
         client: reqwest::Client,
     ) -> Result<HuaweiKms, String> {
         check_region(region)?;
@@ -148,7 +155,7 @@ impl HuaweiKms {
             url,
             project_id: project_id.to_string(),
             naming: alias_naming,
-            creds: SharedCredentials::new(creds),
+            creds,
         })
     }
 
@@ -172,7 +179,7 @@ impl HuaweiKms {
             })?,
             None => Vec::new(),
         };
-        let p = self.prepare(method, op, query, body, Utc::now());
+        let p = self.prepare(method, op, query, body, Utc::now())?;
         let mut req = self.client.request(p.method.clone(), p.url.clone());
         for (name, value) in &p.headers {
             req = req.header(*name, header_value(value, *name == SECURITY_TOKEN_HEADER)?);
@@ -195,8 +202,15 @@ impl HuaweiKms {
     }
 
     /// Builds and signs a request at time `now`. Every header set is signed.
-    fn prepare(&self, method: Method, op: &str, query: &[(&str, &str)], body: Vec<u8>, now: DateTime<Utc>) -> Prepared {
-        let creds = self.creds.current();
+    fn prepare(
+        &self,
+        method: Method,
+        op: &str,
+        query: &[(&str, &str)],
+        body: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, ProviderError> {
+        let creds = self.creds.current()?;
         let mut url = self.url.clone();
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/v1.0/{}/kms/{op}", self.project_id));
@@ -216,7 +230,7 @@ impl HuaweiKms {
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
         let req = SignableRequest { method: method.as_str(), path: url.path(), query, headers: &pairs, body: &body };
         let s = sdk_hmac::sign(&req, &names, &date, &creds.access_key_id, creds.secret_access_key.expose());
-        Prepared { creds, method, url, headers, body, authorization: s.authorization, signature: s.signature }
+        Ok(Prepared { creds, method, url, headers, body, authorization: s.authorization, signature: s.signature })
     }
 
     /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
@@ -744,7 +758,7 @@ mod tests {
         let k = kms("http://127.0.0.1:5059", AliasPrefix::Keep);
         let now = DateTime::parse_from_rfc3339("2026-11-23T04:14:11Z").unwrap().with_timezone(&Utc);
         let body = br#"{"alias":"alias/app-one","key_id":"0d0466b0-e727-4d9c-b35d-f84bb474a37f"}"#.to_vec();
-        let p = k.prepare(Method::POST, "aliases", &[], body.clone(), now);
+        let p = k.prepare(Method::POST, "aliases", &[], body.clone(), now).unwrap();
         assert_eq!(p.url.as_str(), format!("http://127.0.0.1:5059{}", path("aliases")));
         assert!(p.authorization.starts_with(&format!(
             "SDK-HMAC-SHA256 Access={AK}, SignedHeaders=content-type;host;x-project-id;x-sdk-date, Signature="
@@ -762,7 +776,7 @@ mod tests {
 
         // An endpoint with a base path keeps it; the query is canonical.
         let k = kms("http://gw/kms-proxy/", AliasPrefix::Keep);
-        let p = k.prepare(Method::GET, "aliases", &[("marker", "a b"), ("limit", "100")], Vec::new(), now);
+        let p = k.prepare(Method::GET, "aliases", &[("marker", "a b"), ("limit", "100")], Vec::new(), now).unwrap();
         assert_eq!(p.url.as_str(), format!("http://gw/kms-proxy{}?limit=100&marker=a%20b", path("aliases")));
         // Temporary credentials: the token is a signed header.
         let k = HuaweiKms::new(
@@ -774,7 +788,7 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
-        let p = k.prepare(Method::GET, "aliases", &[], Vec::new(), now);
+        let p = k.prepare(Method::GET, "aliases", &[], Vec::new(), now).unwrap();
         assert!(p.authorization.contains("SignedHeaders=content-type;host;x-project-id;x-sdk-date;x-security-token,"));
         assert!(!p.authorization.contains("TOK9"));
     }

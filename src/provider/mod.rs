@@ -14,36 +14,55 @@ use async_trait::async_trait;
 
 use crate::secret::Credentials;
 
-/// A target's access keys, replaceable while the provider is in use (SIGHUP re-reads credential files): every
-/// request signs with the snapshot it took, so a swap never mixes an old key id with a new secret. Clones share
-/// the value. Debug shows the access key id only (the secret and token are redacted by [`Credentials`]).
+/// A target's access keys, replaceable while the provider is in use (a refresh of temporary credentials, SIGHUP
+/// re-reading credential files): every request signs with the snapshot it took, so a swap never mixes an old key
+/// id with a new secret. Clones share the value. Empty until the first resolution of a `default` or role target
+/// succeeds: calls then fail as unauthenticated, so the target pauses instead of dead-lettering. Debug shows the
+/// access key id only (the secret and token are redacted by [`Credentials`]).
 #[derive(Clone)]
-pub struct SharedCredentials(Arc<RwLock<Arc<Credentials>>>);
+pub struct SharedCredentials(Arc<RwLock<Option<Arc<Credentials>>>>);
 
 impl SharedCredentials {
     pub fn new(c: Credentials) -> Self {
-        SharedCredentials(Arc::new(RwLock::new(Arc::new(c))))
+        SharedCredentials(Arc::new(RwLock::new(Some(Arc::new(c)))))
     }
 
-    /// The credentials to sign one request with.
-    pub fn current(&self) -> Arc<Credentials> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// No credentials yet: the refresher installs them once it resolves the target's source.
+    pub fn unresolved() -> Self {
+        SharedCredentials(Arc::new(RwLock::new(None)))
+    }
+
+    /// The credentials to sign one request with; an unauthenticated error while none were resolved.
+    pub fn current(&self) -> Result<Arc<Credentials>, ProviderError> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+            ProviderError::new(
+                ErrorClass::Unauthenticated(AuthFailure::Unresolved),
+                "CredentialsUnavailable",
+                "auth",
+                "the target's credentials are not resolved yet (see the credentials refresher's log)",
+            )
+        })
     }
 
     /// Installs `c` for the requests that start from now on; returns whether anything changed.
     pub fn replace(&self, c: Credentials) -> bool {
         let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let changed = cur.access_key_id != c.access_key_id
-            || cur.secret_access_key != c.secret_access_key
-            || cur.session_token != c.session_token;
-        *cur = Arc::new(c);
+        let changed = cur.as_ref().is_none_or(|cur| {
+            cur.access_key_id != c.access_key_id
+                || cur.secret_access_key != c.secret_access_key
+                || cur.session_token != c.session_token
+        });
+        *cur = Some(Arc::new(c));
         changed
     }
 }
 
 impl std::fmt::Debug for SharedCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("SharedCredentials").field(&*self.current()).finish()
+        match self.current() {
+            Ok(c) => f.debug_tuple("SharedCredentials").field(&*c).finish(),
+            Err(_) => f.write_str("SharedCredentials(unresolved)"),
+        }
     }
 }
 
@@ -79,6 +98,8 @@ pub enum AuthFailure {
     Signature,
     /// The request's time is outside the cloud's window: the host's clock is off.
     ClockSkew,
+    /// No credentials could be resolved yet (instance metadata, STS or IAM unreachable or refusing).
+    Unresolved,
 }
 
 /// A failed provider call. `code` is the cloud's error code (for logs, /status and the DLQ);
@@ -244,13 +265,22 @@ mod tests {
     fn shared_credentials_swap_and_redact() {
         let shared = SharedCredentials::new(creds("AK1", "s3cr3t-one"));
         let other = shared.clone();
-        let before = shared.current();
+        let before = shared.current().unwrap();
         assert!(!other.replace(creds("AK1", "s3cr3t-one")), "same keys: no change");
         assert!(other.replace(creds("AK1", "s3cr3t-two")), "a new secret is a change");
         // A snapshot taken before the swap keeps signing with the old keys; new ones see the swap.
         assert_eq!(before.secret_access_key.expose(), "s3cr3t-one");
-        assert_eq!(shared.current().secret_access_key.expose(), "s3cr3t-two");
+        assert_eq!(shared.current().unwrap().secret_access_key.expose(), "s3cr3t-two");
         let dbg = format!("{shared:?}");
         assert!(dbg.contains("AK1") && !dbg.contains("s3cr3t"), "{dbg}");
+    }
+
+    #[test]
+    fn unresolved_credentials_fail_calls_as_unauthenticated() {
+        let shared = SharedCredentials::unresolved();
+        let e = shared.current().unwrap_err();
+        assert_eq!(e.class, ErrorClass::Unauthenticated(AuthFailure::Unresolved));
+        assert!(shared.replace(creds("AK1", "s")), "the first credentials are a change");
+        assert_eq!(shared.current().unwrap().access_key_id, "AK1");
     }
 }

@@ -17,15 +17,18 @@ pub enum PauseReason {
     Signature,
     ClockSkew,
     AccessDenied,
+    /// The target's credential source (instance metadata, STS, IAM) has not answered yet.
+    CredentialsUnresolved,
 }
 
 impl PauseReason {
-    pub const ALL: [PauseReason; 5] = [
+    pub const ALL: [PauseReason; 6] = [
         PauseReason::CredentialsExpired,
         PauseReason::CredentialsInvalid,
         PauseReason::Signature,
         PauseReason::ClockSkew,
         PauseReason::AccessDenied,
+        PauseReason::CredentialsUnresolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl PauseReason {
             PauseReason::Signature => "signature",
             PauseReason::ClockSkew => "clock_skew",
             PauseReason::AccessDenied => "access_denied",
+            PauseReason::CredentialsUnresolved => "credentials_unresolved",
         }
     }
 }
@@ -88,6 +92,7 @@ fn auth_reason(f: AuthFailure) -> PauseReason {
         AuthFailure::Invalid => PauseReason::CredentialsInvalid,
         AuthFailure::Signature => PauseReason::Signature,
         AuthFailure::ClockSkew => PauseReason::ClockSkew,
+        AuthFailure::Unresolved => PauseReason::CredentialsUnresolved,
     }
 }
 

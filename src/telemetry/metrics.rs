@@ -37,6 +37,10 @@ pub struct Metrics {
     /// 1 for the state each target is in on this instance (waiting, listing, running, paused, draining).
     pub target_state: IntGaugeVec,
     pub owned_targets: IntGauge,
+    /// When each target's temporary credentials expire (absent for long-lived keys).
+    pub credentials_expiry: GaugeVec,
+    /// Failed credential resolutions (instance metadata, STS, IAM), by reason.
+    pub credentials_refresh_failures: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub rate_limit: GaugeVec,
     pub ready: IntGauge,
@@ -165,6 +169,16 @@ impl Metrics {
                 "target_state",
                 "1 for the lifecycle state the target is in on this instance (waiting, listing, running, paused, draining), 0 for the others.",
                 &["target", "state"],
+            ),
+            credentials_expiry: fgauge(
+                "credentials_expiry_timestamp_seconds",
+                "Unix time at which the target's temporary credentials expire; refreshed before then (absent for long-lived keys).",
+                &["target"],
+            ),
+            credentials_refresh_failures: counter(
+                "credentials_refresh_failures_total",
+                "Failed resolutions of a target's credentials (instance metadata, STS, IAM), by reason (missing, unreachable, refused).",
+                &["target", "reason"],
             ),
             owned_targets: reg(
                 &r,
