@@ -54,6 +54,8 @@ struct CredentialsFile {
 
 pub struct Credentials {
     by_key: BTreeMap<(Cloud, String), Credential>,
+    /// Temporary keys issued by the emulator's STS / IAM / metadata endpoints (any cloud).
+    pub sessions: crate::sessions::Sessions,
 }
 
 impl Credentials {
@@ -101,11 +103,20 @@ impl Credentials {
                 ((c.cloud, c.access_key_id.clone()), c)
             })
             .collect();
-        Credentials { by_key }
+        Credentials { by_key, sessions: Default::default() }
     }
 
     pub fn get(&self, cloud: Cloud, access_key_id: &str) -> Option<&Credential> {
         self.by_key.get(&(cloud, access_key_id.to_string()))
+    }
+
+    /// The secret of a configured key, else of an issued session (its token and expiry are the caller's to
+    /// check): what a signature is verified with.
+    pub fn secret(&self, cloud: Cloud, access_key_id: &str) -> Option<String> {
+        match self.get(cloud, access_key_id) {
+            Some(c) => Some(c.secret.clone()),
+            None => self.sessions.lookup(cloud, access_key_id).map(|s| s.secret),
+        }
     }
 
     /// The account of a key; for an unknown key the derived one (used only to label counters and
@@ -113,7 +124,10 @@ impl Credentials {
     pub fn account_for(&self, cloud: Cloud, access_key_id: &str) -> String {
         match self.get(cloud, access_key_id) {
             Some(c) => c.account.clone().unwrap_or_default(),
-            None => derive_account(cloud, access_key_id),
+            None => match self.sessions.lookup(cloud, access_key_id) {
+                Some(s) => s.account,
+                None => derive_account(cloud, access_key_id),
+            },
         }
     }
 

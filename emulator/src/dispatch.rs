@@ -44,6 +44,15 @@ pub async fn handle(State(app): State<Arc<App>>, Extension(lr): Extension<Listen
     if raw.path.starts_with("/_emulator/") || raw.path == "/_emulator" {
         return admin::handle(&app, &raw);
     }
+    // Alibaba STS and ECS metadata (token issuing, not KMS): before the KMS routing, which would take an
+    // STS `Action` for a KMS one.
+    if let Some(resp) = crate::alibaba_sts::handle(&app, &raw) {
+        return resp;
+    }
+    // Huawei IAM assume-agency and ECS metadata keys (token issuing, not KMS).
+    if let Some(resp) = crate::huawei_iam::handle(&app, &raw) {
+        return resp;
+    }
     // Huawei first (its path is unmistakable), then AWS (its target header), then Alibaba (whose
     // shape is "has an Action"): no SDK request matches two of these.
     let cloud = if huawei::matches(&raw) {
@@ -75,8 +84,17 @@ fn authenticate(app: &App, cloud: Cloud, req: &RawRequest) -> Result<(), ApiErro
     let mapped = |r: Result<(), AuthFailure>, f: fn(AuthFailure) -> ApiError| r.map_err(f);
     match cloud {
         Cloud::Aws => mapped(verify::aws(app, req), aws::auth_error),
-        Cloud::Alibaba => mapped(verify::alibaba(app, req, &alibaba::params_of(req)), alibaba::auth_error),
-        Cloud::Huawei => mapped(verify::huawei(app, req), huawei::auth_error),
+        Cloud::Alibaba => {
+            let params = alibaba::params_of(req);
+            // An STS session's key needs its live token; then the signature as for any key.
+            crate::alibaba_sts::check_session(app, req, &params)?;
+            mapped(verify::alibaba(app, req, &params), alibaba::auth_error)
+        }
+        Cloud::Huawei => {
+            // An issued key needs its live, signed X-Security-Token; then the signature as for any key.
+            crate::huawei_iam::check_session(app, req)?;
+            mapped(verify::huawei(app, req), huawei::auth_error)
+        }
     }
 }
 

@@ -7,6 +7,11 @@
 //! `/_emulator/...` is the admin API (state, fault injection, call counters). Signatures are
 //! verified with the library's own signers against the configured credentials.
 //!
+//! Temporary credentials, on the same port: Alibaba STS (`Action` with `Version=2015-04-01`: AssumeRole,
+//! AssumeRoleWithOIDC, GetCallerIdentity) and Alibaba ECS RAM-role metadata (`/latest/api/token`,
+//! `/latest/meta-data/ram/security-credentials/`) in `alibaba_sts`; the sessions they issue (`sessions`) are
+//! accepted by the KMS with their security token until they expire (`--sts-session-seconds` shortens them).
+//!
 //! Modules: `dispatch` (routing and the per-call pipeline), `aws` / `alibaba` / `huawei` (one wire
 //! format each), `verify` (signature checks), `state` (keys and aliases), `names` (alias rules),
 //! `faults` + `counters` + `admin` (test control), `config` (credentials and options), `wire`
@@ -14,6 +19,7 @@
 
 mod admin;
 mod alibaba;
+mod alibaba_sts;
 mod app;
 mod aws;
 mod config;
@@ -21,7 +27,9 @@ mod counters;
 mod dispatch;
 mod faults;
 mod huawei;
+mod huawei_iam;
 mod names;
+mod sessions;
 mod state;
 mod verify;
 mod wire;
@@ -72,6 +80,17 @@ struct Cli {
     /// Do not list the predefined `alias/aws/ebs` and `alias/aws/s3` entries in AWS scopes.
     #[arg(long)]
     no_aws_managed_aliases: bool,
+    /// Lifetime in seconds of every temporary credential the STS / IAM / metadata endpoints issue, whatever
+    /// the request asks (e.g. 45 to watch clients refresh); default: as requested.
+    #[arg(long, env = "KMS_EMULATOR_STS_SESSION_SECONDS")]
+    sts_session_seconds: Option<u64>,
+    /// The RAM role whose STS credentials the Alibaba ECS metadata endpoints
+    /// (`/latest/meta-data/ram/security-credentials/<role>`) hand out.
+    #[arg(long, default_value = "acs:ram::1234567890123456:role/aliassync-ecs")]
+    alibaba_ecs_role_arn: String,
+    /// An Alibaba role whose trust policy requires this ExternalId in AssumeRole. Repeatable.
+    #[arg(long = "alibaba-role-external-id", value_name = "ROLE_ARN=EXTERNAL_ID")]
+    alibaba_role_external_id: Vec<String>,
     /// tracing filter (e.g. `info`, `debug`, `kms_emulator=debug`).
     #[arg(long, env = "KMS_EMULATOR_LOG", default_value = "info")]
     log: String,
@@ -111,6 +130,7 @@ async fn main() -> Result<(), String> {
         Some(path) => Credentials::load(path)?,
         None => Credentials::defaults(),
     };
+    credentials.sessions.set_lifetime_override(cli.sts_session_seconds.map(Duration::from_secs));
     let options = Options {
         alibaba_region: cli.alibaba_region.clone(),
         huawei_region: cli.huawei_region.clone(),
@@ -118,6 +138,7 @@ async fn main() -> Result<(), String> {
         max_clock_skew: (cli.max_clock_skew > 0).then(|| Duration::from_secs(cli.max_clock_skew)),
         aws_managed_aliases: !cli.no_aws_managed_aliases,
     };
+    alibaba_sts::configure(&cli.alibaba_ecs_role_arn, &cli.alibaba_role_external_id)?;
     let app = Arc::new(App::new(options, credentials));
 
     let mut listeners = vec![(cli.listen, None)];

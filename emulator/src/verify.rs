@@ -257,9 +257,10 @@ pub fn alibaba(app: &App, req: &RawRequest, params: &[(String, String)]) -> Resu
         let auth = parse_acs3(value).ok_or_else(|| {
             AuthFailure::Incomplete("The request signature does not conform to Aliyun standards.".into())
         })?;
-        let cred = app
+        // A configured key or an STS session (whose token dispatch checked before).
+        let secret = app
             .credentials
-            .get(Cloud::Alibaba, &auth.access_key_id)
+            .secret(Cloud::Alibaba, &auth.access_key_id)
             .ok_or_else(|| AuthFailure::UnknownKey(auth.access_key_id.clone()))?;
         // V3 requires every x-acs-* header and host to be signed.
         for required in
@@ -273,7 +274,7 @@ pub fn alibaba(app: &App, req: &RawRequest, params: &[(String, String)]) -> Resu
         let t = parse_iso_date(date)
             .ok_or_else(|| AuthFailure::Incomplete("x-acs-date is not in yyyy-MM-ddTHH:mm:ssZ form".into()))?;
         check_skew(app, t, date)?;
-        let ok = with_signable(req, |signable| acs3_ok(signable, &auth, &cred.secret));
+        let ok = with_signable(req, |signable| acs3_ok(signable, &auth, &secret));
         return if ok { Ok(()) } else { Err(AuthFailure::Mismatch) };
     }
     let Some(_) = param(rpc_v1::SIGNATURE_PARAM) else {
@@ -281,7 +282,7 @@ pub fn alibaba(app: &App, req: &RawRequest, params: &[(String, String)]) -> Resu
     };
     let ak = param("AccessKeyId")
         .ok_or_else(|| AuthFailure::Incomplete("AccessKeyId is mandatory for this action.".into()))?;
-    let cred = app.credentials.get(Cloud::Alibaba, ak).ok_or_else(|| AuthFailure::UnknownKey(ak.to_string()))?;
+    let secret = app.credentials.secret(Cloud::Alibaba, ak).ok_or_else(|| AuthFailure::UnknownKey(ak.to_string()))?;
     if param("SignatureMethod") != Some(rpc_v1::SIGNATURE_METHOD)
         || param("SignatureVersion") != Some(rpc_v1::SIGNATURE_VERSION)
     {
@@ -292,7 +293,7 @@ pub fn alibaba(app: &App, req: &RawRequest, params: &[(String, String)]) -> Resu
         .ok_or_else(|| AuthFailure::Incomplete("Timestamp is mandatory and must be yyyy-MM-ddTHH:mm:ssZ.".into()))?;
     check_skew(app, t, ts)?;
     let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    if rpc_v1_ok(req.method.as_str(), &pairs, &cred.secret) {
+    if rpc_v1_ok(req.method.as_str(), &pairs, &secret) {
         Ok(())
     } else {
         Err(AuthFailure::Mismatch)
@@ -311,9 +312,10 @@ pub fn huawei(app: &App, req: &RawRequest) -> Result<(), AuthFailure> {
     };
     let auth = parse_sdk_hmac(value)
         .ok_or_else(|| AuthFailure::Incomplete("Authorization header is not SDK-HMAC-SHA256".into()))?;
-    let cred = app
+    // A configured key or an issued session (whose token dispatch checked before).
+    let secret = app
         .credentials
-        .get(Cloud::Huawei, &auth.access_key_id)
+        .secret(Cloud::Huawei, &auth.access_key_id)
         .ok_or_else(|| AuthFailure::UnknownKey(auth.access_key_id.clone()))?;
     let date = req.header(sdk_hmac::DATE_HEADER).unwrap_or("");
     let t =
@@ -322,7 +324,7 @@ pub fn huawei(app: &App, req: &RawRequest) -> Result<(), AuthFailure> {
         return Err(AuthFailure::Incomplete("host must be a signed header".into()));
     }
     check_skew(app, t, date)?;
-    if with_signable(req, |signable| sdk_hmac_ok(signable, &auth, &cred.secret)) {
+    if with_signable(req, |signable| sdk_hmac_ok(signable, &auth, &secret)) {
         Ok(())
     } else {
         Err(AuthFailure::Mismatch)
