@@ -233,3 +233,68 @@ async fn daemon_on_ecs_role_plus_assumed_role_keeps_applying_across_refreshes() 
     assert!(!logs.contains(EXTERNAL_ID), "the external id is logged");
     d.terminate(Duration::from_secs(40));
 }
+
+/// A role the cloud refuses at start (the trust policy wants another ExternalId): the daemon still starts, the
+/// target is paused as `credentials_unresolved` with nothing dead-lettered, and once the external id is fixed
+/// the refresher's own backoff resolves the role and the target resumes and converges: no SIGHUP, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_role_starts_the_target_paused_and_it_resumes_by_itself_once_the_role_is_granted() {
+    let emu = Emu::start(&[]);
+    let id = unique("alirefused");
+    let prefix = format!("alias/app/{id}/");
+    let topic = format!("desired-{id}");
+    create_topic(&topic, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let xid = dir.path().join("external-id");
+    std::fs::write(&xid, "an-id-the-trust-policy-refuses").unwrap();
+    let port = free_port();
+    let targets = target(
+        &emu,
+        &format!(
+            "credentials = \"env:E2E_ALI\"\nrole_arn = \"{ROLE_ARN}\"\nexternal_id = \"file:{}\"\nsts_endpoint = \"{}\"\n",
+            xid.display(),
+            emu.url
+        ),
+    );
+    let config = dir.path().join("aliassync.toml");
+    write(&config, &config_text(&brokers(), &topic, &format!("g-{id}"), &prefix, 6, port, "", &targets));
+    let env = [
+        ("E2E_ALI_ACCESS_KEY_ID", ALI_AK.to_string()),
+        ("E2E_ALI_SECRET_ACCESS_KEY", ALI_SK.to_string()),
+        ("HOME", dir.path().display().to_string()),
+    ];
+    let mut d = Proc::start(dir.path(), &config, port, &env);
+    d.wait_ready("with a refused role", Duration::from_secs(60)).await;
+    let p = producer();
+    let key = emu.key().await;
+    let alias = format!("{prefix}waits");
+    send(&p, &topic, Some(&alias), Some(&event(&alias, 1, &[("ali", &key)]))).await;
+    let paused = [("target", "ali"), ("reason", "credentials_unresolved")];
+    wait_for("the target paused for its credentials", Duration::from_secs(30), || async {
+        d.metric("aliassync_target_paused", &paused).await == 1.0
+    })
+    .await;
+    assert!(
+        d.metric("aliassync_credentials_refresh_failures_total", &[("target", "ali"), ("reason", "refused")]).await
+            >= 1.0
+    );
+    assert_eq!(d.metric(EXPIRY, &[("target", "ali")]).await, 0.0, "no session, no expiry");
+    assert!(emu.aliases(&prefix).await.is_empty());
+
+    // The trust policy's ExternalId is granted: the next retry of the refresher (backoff ≤ 60 s) resolves it.
+    std::fs::write(&xid, EXTERNAL_ID).unwrap();
+    let fixed = Instant::now();
+    wait_for("the alias after the role was granted", Duration::from_secs(75), || async {
+        emu.aliases(&prefix).await.get(&alias) == Some(&key)
+    })
+    .await;
+    eprintln!("converged {:.1} s after the external id was fixed", fixed.elapsed().as_secs_f64());
+    assert_eq!(d.metric("aliassync_target_paused", &paused).await, 0.0);
+    assert!(d.metric(EXPIRY, &[("target", "ali")]).await > now());
+    assert_eq!(d.metric("aliassync_dead_letters_total", &[]).await, 0.0, "a paused target dead-letters nothing");
+    let logs = d.logs();
+    for secret in [ALI_SK, EXTERNAL_ID, "an-id-the-trust-policy-refuses"] {
+        assert!(!logs.contains(secret), "a secret is logged");
+    }
+    d.terminate(Duration::from_secs(40));
+}
