@@ -182,6 +182,23 @@ struct TempCreds {
     expiration: String,
 }
 
+/// The `{"Code": "Success", AccessKeyId, …}` answer of ECS metadata and of a credentials URI.
+fn code_success_credentials(body: &[u8], what: &str) -> Result<Resolved, CredentialError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Answer {
+        code: Option<String>,
+        #[serde(flatten)]
+        creds: Option<TempCreds>,
+    }
+    let a: Answer = serde_json::from_slice(body)
+        .map_err(|_| CredentialError::unreachable(format!("{what}: the answer is not the credentials JSON")))?;
+    match (a.code.as_deref(), a.creds) {
+        (Some("Success"), Some(c)) => c.into_resolved(what),
+        (code, _) => Err(CredentialError::unreachable(format!("{what}: Code {}", code.unwrap_or("(none)")))),
+    }
+}
+
 impl TempCreds {
     fn into_resolved(self, what: &str) -> Result<Resolved, CredentialError> {
         let expires_at = parse_expiration(&self.expiration).ok_or_else(|| {
@@ -617,19 +634,7 @@ impl DefaultChain {
         };
         let what = format!("ECS metadata RAM role {role} at {base}");
         let body = self.metadata_get(&format!("{METADATA_CREDS_PATH}{role}"), token.as_deref()).await?;
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Answer {
-            code: Option<String>,
-            #[serde(flatten)]
-            creds: Option<TempCreds>,
-        }
-        let a: Answer = serde_json::from_slice(&body)
-            .map_err(|_| CredentialError::unreachable(format!("{what}: the answer is not the credentials JSON")))?;
-        match (a.code.as_deref(), a.creds) {
-            (Some("Success"), Some(c)) => c.into_resolved(&what),
-            (code, _) => Err(CredentialError::unreachable(format!("{what}: Code {}", code.unwrap_or("(none)")))),
-        }
+        code_success_credentials(&body, &what)
     }
 
     async fn metadata_token(&self) -> Result<String, CredentialError> {
@@ -680,19 +685,7 @@ impl DefaultChain {
         if status != 200 {
             return Err(CredentialError::unreachable(format!("{what}: HTTP {status}")));
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Answer {
-            code: Option<String>,
-            #[serde(flatten)]
-            creds: Option<TempCreds>,
-        }
-        let a: Answer = serde_json::from_slice(&body)
-            .map_err(|_| CredentialError::unreachable(format!("{what}: the answer is not the credentials JSON")))?;
-        match (a.code.as_deref(), a.creds) {
-            (Some("Success"), Some(c)) => c.into_resolved(&what),
-            (code, _) => Err(CredentialError::unreachable(format!("{what}: Code {}", code.unwrap_or("(none)")))),
-        }
+        code_success_credentials(&body, &what)
     }
 
     /// Tries the chain (or, once one answered, only that one) and keeps the answer.
