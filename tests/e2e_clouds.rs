@@ -200,3 +200,64 @@ async fn a_throttling_cloud_is_kept_within_its_quota_and_converges() {
     assert_eq!(c.live().await[1].len(), n);
     assert_eq!(d.metric("aliassync_rate_limit_per_second", &[("target", "euw1"), ("class", "write")]).await, 5.0);
 }
+
+/// The Huawei provider against the emulator's ListAliases, whose `next_marker` is the page's last alias name:
+/// 250 aliases over three pages, listed whole; an alias on the last page found and deleted by lookup; and a page
+/// walk that stays whole when an alias before the marker is deleted between pages (a numeric offset would skip
+/// one).
+#[tokio::test]
+async fn huawei_listing_follows_name_markers_across_pages() {
+    use aliassync::provider::huawei::{AliasPrefix, HuaweiKms};
+    use aliassync::provider::KmsAliases;
+    let emu = Emulator::start();
+    let creds = aliassync::secret::Credentials {
+        access_key_id: "HPUAFAKEACCESSKEY0001".into(),
+        secret_access_key: aliassync::secret::Secret::new("FakeSecretKey0123456789abcdefghijklmnopq"),
+        session_token: None,
+    };
+    let hw =
+        HuaweiKms::new("cn-north-4", Some(&emu.url), HW_PROJECT, AliasPrefix::Keep, creds, Duration::from_secs(10))
+            .unwrap();
+    let key = emu.key("huawei", HW_PROJECT, "cn-north-4").await;
+    let prefix = format!("alias/app/{}/", unique("hwpages"));
+    let names: Vec<String> = (0..250).map(|i| format!("{prefix}a{i:03}")).collect();
+    for n in &names {
+        hw.create_alias(n, &key).await.unwrap();
+    }
+    let listed = hw.list_aliases(std::slice::from_ref(&prefix)).await.unwrap();
+    let got: Vec<&str> = listed.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(got, names.iter().map(String::as_str).collect::<Vec<_>>(), "every page, in order, once");
+    let pages = emu.calls("huawei", "cn-north-4").await.get("ListAliases").copied().unwrap().0;
+    assert_eq!(pages, 3, "100 + 100 + 50");
+
+    // On the third page: looked up by listing, then deleted with the key found.
+    assert_eq!(hw.get_alias(&names[240]).await.unwrap(), Some(key.clone()));
+    hw.delete_alias(&names[240], None).await.unwrap();
+    assert_eq!(hw.get_alias(&names[240]).await.unwrap(), None);
+    let e = hw.delete_alias(&names[240], None).await.unwrap_err();
+    assert_eq!(e.class, aliassync::provider::ErrorClass::NotFound, "absent on lookup: already gone");
+
+    // An alias of page 1 deleted between two pages: the name marker still resumes right after page 1's last name,
+    // so page 2 starts where it did (an offset marker would now skip names[100]).
+    let page = |marker: Option<String>| {
+        let hw = &hw;
+        async move {
+            let mut q = vec![("limit", "100".to_string())];
+            q.extend(marker.map(|m| ("marker", m)));
+            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            hw.call(reqwest::Method::GET, "aliases", &q, None).await.unwrap()
+        }
+    };
+    let first = page(None).await;
+    let marker = first["page_info"]["next_marker"].as_str().unwrap().to_string();
+    hw.delete_alias(&names[5], Some(&key)).await.unwrap();
+    let second = page(Some(marker)).await;
+    let ours: Vec<&str> = second["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["alias"].as_str())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(ours.first().copied(), Some(names[100].as_str()));
+}

@@ -337,8 +337,12 @@ impl Cx<'_> {
         })
     }
 
-    /// `limit` 1–100 (a string on the wire), `marker` = the offset to start at (the docs' KMS.1602
-    /// "marker must be >= 0" shows markers are numbers); `next_marker` is "" on the last page.
+    /// `limit` 1–100 (a string on the wire). `marker` = the last alias name of the previous page, as
+    /// `page_info.next_marker` hands it out: the page starts after that name (aliases are ordered by name),
+    /// so an alias created or deleted between pages shifts nothing. The ListAliases reference calls the
+    /// marker only the "start position of pagination query"; a name-shaped marker is what Terraform's
+    /// provider and our provider pass back unchanged. A marker that is no valid alias name is KMS.1602.
+    /// `next_marker` is "" on the last page.
     fn list_aliases(&self, raw_query: &str) -> Result<Response, ApiError> {
         let q = decode_query(raw_query);
         let get = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
@@ -350,12 +354,10 @@ impl Cx<'_> {
                 .filter(|n| (1..=LIST_MAX).contains(n))
                 .ok_or_else(|| kms(400, "KMS.1601", "The limit is not within the valid range."))?,
         };
-        let offset = match get("marker") {
-            None => 0,
-            Some(v) => {
-                v.parse::<u64>().map_err(|_| kms(400, "KMS.1602", "The marker must be greater than or equal to 0."))?
-            }
-        };
+        let marker = get("marker");
+        if let Some(m) = marker {
+            self.check_alias(m).map_err(|_| kms(400, "KMS.1602", "The marker is invalid."))?;
+        }
         let key_filter = get("key_id");
         if let Some(k) = key_filter {
             check_key_id(k)?;
@@ -364,18 +366,25 @@ impl Cx<'_> {
             if key_filter.is_some_and(|k| !s.keys.contains_key(k)) {
                 return Err(key_missing());
             }
-            let all: Vec<(&String, &Alias)> =
-                s.aliases.iter().filter(|(_, a)| key_filter.is_none_or(|k| a.key_id.as_deref() == Some(k))).collect();
-            let page: Vec<Value> =
-                all.iter().skip(offset as usize).take(limit as usize).map(|(n, a)| self.entity(n, a)).collect();
-            let end = offset as usize + page.len();
-            let more = end < all.len();
+            let after = match marker {
+                Some(m) => s.aliases.range::<str, _>((std::ops::Bound::Excluded(m), std::ops::Bound::Unbounded)),
+                None => s.aliases.range::<str, _>(..),
+            };
+            let mut rest = after.filter(|(_, a)| key_filter.is_none_or(|k| a.key_id.as_deref() == Some(k))).peekable();
+            let mut page = Vec::new();
+            let mut last = None;
+            while (page.len() as u64) < limit {
+                let Some((n, a)) = rest.next() else { break };
+                page.push(self.entity(n, a));
+                last = Some(n.clone());
+            }
+            let more = rest.peek().is_some();
             Ok(ok(
                 200,
                 Some(json!({
                     "aliases": page,
                     "page_info": {
-                        "next_marker": if more { end.to_string() } else { String::new() },
+                        "next_marker": if more { last.unwrap_or_default() } else { String::new() },
                         "current_count": page.len(),
                         "truncated": more.to_string(),
                     },

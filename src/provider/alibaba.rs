@@ -5,23 +5,24 @@
 //!
 //! Errors are classified once, here, in [`classify`]; the engine only sees [`ErrorClass`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::http::{
-    self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
-    parse_endpoint, parse_success, xml_element, ErrorBody,
+    self as phttp, check_region, collapse_whitespace, host_header, invalid_response, json_str, parse_endpoint,
+    xml_element, ErrorBody,
 };
-use super::pages::{walk, Cursor, Page};
+use super::pages::{list_wanted, Cursor, Page};
 use super::sign::{self, acs3, SignableRequest};
+use super::transport::{self, Prepared, Wire};
 use super::SharedCredentials;
-use super::{ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
+use super::{found, ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
 use crate::secret::Credentials;
 
 const API_VERSION: &str = "2016-01-20";
@@ -29,8 +30,6 @@ const API_VERSION: &str = "2016-01-20";
 pub(crate) const RESERVED_PREFIX: &str = "alias/acs/";
 /// The documented ListAliases maximum.
 const LIST_PAGE_SIZE: u64 = 100;
-/// Largest response body accepted (a full ListAliases page is a few tens of KiB).
-const MAX_BODY_BYTES: usize = 4 << 20;
 /// STS credentials travel in this (signed) header.
 const SECURITY_TOKEN_HEADER: &str = "x-acs-security-token";
 
@@ -42,17 +41,6 @@ pub struct AlibabaKms {
     /// The `host` header as sent and signed: host, plus `:port` when not the scheme's default.
     host: String,
     creds: SharedCredentials,
-}
-
-/// A signed request, ready to send. No Debug: it carries the Authorization header (and an STS token).
-struct Prepared {
-    /// The credentials it was signed with (redacted from error messages).
-    creds: Arc<Credentials>,
-    url: reqwest::Url,
-    /// Every header but Authorization, all of them signed.
-    headers: Vec<(&'static str, String)>,
-    authorization: String,
-    signature: String,
 }
 
 /// What DescribeKey tells about a key.
@@ -73,24 +61,19 @@ pub struct KeyMetadata {
 
 impl KeyMetadata {
     pub fn facts(self) -> KeyFacts {
-        let state = match self.key_state.as_deref() {
-            Some("Enabled") => KeyState::Enabled,
-            Some("Disabled") => KeyState::Disabled,
-            Some("PendingDeletion") => KeyState::PendingDeletion,
-            Some("PendingImport") => KeyState::PendingImport,
-            other => KeyState::Other(other.unwrap_or_default().to_string()),
-        };
-        KeyFacts {
-            key_id: self.key_id,
-            state,
-            spec: self.key_spec.unwrap_or_default(),
-            usage: self.key_usage.unwrap_or_default(),
-        }
+        let table = [
+            ("Enabled", KeyState::Enabled),
+            ("Disabled", KeyState::Disabled),
+            ("PendingDeletion", KeyState::PendingDeletion),
+            ("PendingImport", KeyState::PendingImport),
+        ];
+        let state = KeyState::from_table(self.key_state.as_deref(), &table);
+        KeyFacts::reported(self.key_id, state, self.key_spec, self.key_usage)
     }
 }
 
 impl AlibabaKms {
-    /// `endpoint` defaults to `https://kms.{region}.aliyuncs.com`. Errors never echo the endpoint: a mistyped
+    /// `endpoint` defaults to [`default_endpoint`]. Errors never echo the endpoint: a mistyped
     /// one may carry userinfo.
     pub fn new(
         region: &str,
@@ -111,7 +94,7 @@ impl AlibabaKms {
         check_region(region)?;
         let url = match endpoint {
             Some(e) => parse_endpoint(e)?,
-            None => parse_endpoint(&format!("https://kms.{region}.aliyuncs.com"))?,
+            None => parse_endpoint(&default_endpoint(region))?,
         };
         let host = host_header(&url);
         Ok(AlibabaKms { client, url, host, creds })
@@ -120,27 +103,11 @@ impl AlibabaKms {
     /// Calls one action with its RPC parameters (decoded; the signer encodes them) and returns the response
     /// body (`Value::Null` when empty).
     pub async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<Value, ProviderError> {
-        let nonce = format!("{:032x}", rand::random::<u128>());
-        let p = self.prepare(action, params, Utc::now(), &nonce)?;
-        let mut req = self.client.post(p.url.clone()).body(Vec::new());
-        for (name, value) in &p.headers {
-            req = req.header(*name, header_value(value, *name == SECURITY_TOKEN_HEADER)?);
-        }
-        req = req.header(AUTHORIZATION, header_value(&p.authorization, true)?);
-
-        let resp = req.send().await.map_err(phttp::transport_error)?;
-        let status = resp.status();
-        let body = phttp::read_body(resp, MAX_BODY_BYTES).await?;
-        tracing::debug!(action, status = status.as_u16(), "alibaba kms call");
-        if status.is_success() {
-            parse_success(&body)
-        } else {
-            let secrets = phttp::request_secrets(&p.creds, &p.authorization, &p.signature);
-            Err(parse_error(status.as_u16(), &body, &secrets))
-        }
+        transport::send(&self.client, &self.creds, self, &(action, params)).await
     }
 
-    /// Builds and signs the request for `action` at time `now` with `nonce`. Every header set is signed.
+    /// [`Self::sign_at`] with the current credentials (the request-shape tests).
+    #[cfg(test)]
     fn prepare(
         &self,
         action: &str,
@@ -148,7 +115,19 @@ impl AlibabaKms {
         now: DateTime<Utc>,
         nonce: &str,
     ) -> Result<Prepared, ProviderError> {
-        let creds = self.creds.current()?;
+        Ok(self.sign_at(&*self.creds.current()?, action, params, now, nonce))
+    }
+
+    /// Builds and signs the request for `action` at time `now` with `nonce`: `POST /?<params>`, an empty body,
+    /// every header set signed.
+    fn sign_at(
+        &self,
+        creds: &Credentials,
+        action: &str,
+        params: &[(&str, &str)],
+        now: DateTime<Utc>,
+        nonce: &str,
+    ) -> Prepared {
         let mut url = self.url.clone();
         let query = sign::canonical_query(params);
         url.set_query(Some(&query).filter(|q| !q.is_empty()).map(String::as_str));
@@ -168,7 +147,15 @@ impl AlibabaKms {
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
         let req = SignableRequest { method: "POST", path: url.path(), query: params, headers: &pairs, body: b"" };
         let s = acs3::sign(&req, &names, &creds.access_key_id, creds.secret_access_key.expose());
-        Ok(Prepared { creds, url, headers, authorization: s.authorization, signature: s.signature })
+        Prepared {
+            method: Method::POST,
+            url,
+            headers,
+            token_header: SECURITY_TOKEN_HEADER,
+            body: Some(Vec::new()),
+            authorization: s.authorization,
+            signature: s.signature,
+        }
     }
 
     /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
@@ -194,6 +181,25 @@ impl AlibabaKms {
     }
 }
 
+/// An action and its RPC parameters (decoded; the signer encodes them), sent with a fresh nonce each time.
+impl Wire for AlibabaKms {
+    type Op<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+    fn prepare(&self, &(action, params): &Self::Op<'_>, creds: &Credentials) -> Result<Prepared, ProviderError> {
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        Ok(self.sign_at(creds, action, params, Utc::now(), &nonce))
+    }
+
+    /// Alibaba's request id is in the error body, never needed from the headers.
+    fn error(&self, status: u16, _headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> ProviderError {
+        parse_error(status, body, secrets)
+    }
+
+    fn describe(&(action, _): &Self::Op<'_>) -> String {
+        action.to_string()
+    }
+}
+
 #[async_trait]
 impl KmsAliases for AlibabaKms {
     /// Walks ListAliases pages until `TotalCount` is reached (or a page comes back empty). Offset paging: an
@@ -204,17 +210,7 @@ impl KmsAliases for AlibabaKms {
         prefixes: &[String],
         visit: &mut (dyn FnMut(LiveAlias) + Send),
     ) -> Result<(), ProviderError> {
-        walk(
-            "ListAliases",
-            |c| self.list_page(c),
-            |a: AliasEntry| {
-                if wanted(&a.alias_name, prefixes) {
-                    visit(LiveAlias { name: a.alias_name, key_id: a.key_id });
-                }
-                false
-            },
-        )
-        .await
+        list_wanted("ListAliases", |c| self.list_page(c), RESERVED_PREFIX, prefixes, visit).await
     }
 
     /// Alibaba has no "get alias". DescribeKey documents `KeyId` as "key ID, alias or ARN" and
@@ -222,16 +218,12 @@ impl KmsAliases for AlibabaKms {
     /// resolves it: one call instead of paging through ListAliases.
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         refuse_reserved(alias)?;
-        match self.key_metadata(alias).await {
-            Ok(meta) => Ok(Some(meta.key_id)),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(found(self.key_metadata(alias).await)?.map(|meta| meta.key_id))
     }
 
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
-        self.call("CreateAlias", &[("AliasName", alias), ("KeyId", key_id)]).await.map(drop)
+        self.call("CreateAlias", &[("AliasName", alias), ("KeyId", key_id)]).await.map(drop).map_err(alias_quota)
     }
 
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
@@ -248,11 +240,7 @@ impl KmsAliases for AlibabaKms {
     /// DescribeKey by key id or ARN; `Forbidden.KeyNotFound` (NotFound) means no such key.
     async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
         refuse_reserved(key_id)?;
-        match self.key_metadata(key_id).await {
-            Ok(meta) => Ok(Some(meta.facts())),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(found(self.key_metadata(key_id).await)?.map(KeyMetadata::facts))
     }
 
     /// A desired key may be given as an ARN (`acs:kms:REGION:ACCOUNT:key/ID`); listings return bare ids.
@@ -374,6 +362,18 @@ pub(crate) struct AliasEntry {
     pub(crate) key_id: Option<String>,
 }
 
+impl From<AliasEntry> for LiveAlias {
+    fn from(a: AliasEntry) -> LiveAlias {
+        LiveAlias { name: a.alias_name, key_id: a.key_id }
+    }
+}
+
+impl AsRef<str> for AliasEntry {
+    fn as_ref(&self) -> &str {
+        &self.alias_name
+    }
+}
+
 pub(crate) fn parse_list_page(v: Value) -> Result<ListPage, ProviderError> {
     serde_json::from_value(v).map_err(|e| phttp::shape_error("ListAliases", &e))
 }
@@ -404,13 +404,31 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     })
 }
 
-/// Whether a listed alias belongs to us: never an Alibaba-managed one, and under one of `prefixes`.
+/// Whether a listed alias belongs to us: never an Alibaba-managed one, and under one of `prefixes` (the fuzz
+/// target's check of the filter `pages::list_wanted` applies).
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn wanted(name: &str, prefixes: &[String]) -> bool {
     phttp::wanted(name, RESERVED_PREFIX, prefixes)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Identifiers and configuration
+
+/// `Rejected.LimitExceeded` from CreateAlias: the per-region alias quota (reference §3.7: 300 aliases per region
+/// on the older limits page). Only creating adds an alias to the region, so only CreateAlias maps it.
+fn alias_quota(e: ProviderError) -> ProviderError {
+    if e.code != "Rejected.LimitExceeded" {
+        return e;
+    }
+    super::alias_quota(e, "the region already has the most aliases Alibaba Cloud KMS allows (300 per region)")
+}
+
+/// The default endpoint. The SDKs' KMS endpoint table is empty with the `regional` rule (aliyun-openapi-python-sdk
+/// `aliyunsdkkms/endpoint.py`; alibabacloud-csharp-sdk `kms-20160120` Client), which endpoint-util's
+/// GetEndpointRules spells `<product>.<region_id>.aliyuncs.com`.
+pub(crate) fn default_endpoint(region: &str) -> String {
+    format!("https://kms.{region}.aliyuncs.com")
+}
 
 /// `acs:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
 pub(crate) fn bare_key_id(id: &str) -> &str {
@@ -424,7 +442,7 @@ fn refuse_reserved(alias: &str) -> Result<(), ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::http::MAX_CODE_CHARS;
+    use crate::provider::http::{parse_success, MAX_CODE_CHARS};
     use crate::provider::sign::testutil::{
         assert_classification, credentials, serve, signed_by, signed_headers, RawRequest, Reply,
     };
@@ -889,6 +907,25 @@ mod tests {
         assert_eq!(sent[2], ("DeleteAlias".into(), q(&[("AliasName", "alias/app/one")])));
         assert_eq!(log.len(), 5);
         assert!(log.iter().all(signature_ok));
+    }
+
+    /// Rejected.LimitExceeded on CreateAlias is the per-region alias quota: permanent, named.
+    #[tokio::test]
+    async fn alias_quota_is_permanent_and_named() {
+        let (url, _) = alibaba(|_| {
+            let body = json!({"RequestId": "R-9", "Code": "Rejected.LimitExceeded", "Message": "limit exceeded"});
+            (400, body.to_string())
+        })
+        .await;
+        let k = kms(&url);
+        let e = k.create_alias("alias/app/a", "key-1").await.unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str(), e.label),
+            (ErrorClass::Permanent, "Rejected.LimitExceeded", "alias_quota")
+        );
+        assert!(e.message.contains("300 per region") && e.message.contains("RequestId R-9"), "{}", e.message);
+        let e = k.delete_alias("alias/app/a", None).await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "rejected_limit_exceeded"));
     }
 
     /// The verifying test server is not a rubber stamp: a wrong secret fails the recomputed signature.

@@ -9,16 +9,17 @@ use async_trait::async_trait;
 use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4::SigningParams;
 use aws_smithy_runtime_api::client::identity::Identity;
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{
-    self as phttp, collapse_whitespace, header_value, invalid_response, json_str, parse_endpoint, parse_success,
-    xml_element, ErrorBody,
+    self as phttp, collapse_whitespace, invalid_response, json_str, parse_endpoint, xml_element, ErrorBody,
 };
-use super::pages::{walk, Cursor, Page};
-use super::{ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
+use super::pages::{list_wanted, walk, Cursor, Page};
+use super::transport::{self, Prepared, Wire};
+use super::{found, ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError, SharedCredentials};
 use crate::secret::Credentials;
 
 const AMZ_JSON: &str = "application/x-amz-json-1.1";
@@ -29,8 +30,8 @@ const DEFAULT_SERVICE: &str = "kms";
 pub(crate) const RESERVED_PREFIX: &str = "alias/aws/";
 /// The documented ListAliases maximum (the model allows 1000, the docs say 100).
 const LIST_LIMIT: u32 = 100;
-/// Largest response body accepted (a full ListAliases page is a few tens of KiB).
-const MAX_BODY_BYTES: usize = 4 << 20;
+/// Temporary credentials travel in this (signed) header.
+const SECURITY_TOKEN_HEADER: &str = "x-amz-security-token";
 
 /// An AWS KMS endpoint in one region, with its credentials.
 #[derive(Debug)]
@@ -43,7 +44,7 @@ pub struct AwsKms {
 }
 
 impl AwsKms {
-    /// `endpoint` defaults to `https://kms.{region}.amazonaws.com`, `signing_service` to `kms`.
+    /// `endpoint` defaults to [`default_endpoint`], `signing_service` to `kms`.
     /// Errors never echo the endpoint: a mistyped one may carry userinfo.
     pub fn new(
         region: &str,
@@ -68,7 +69,7 @@ impl AwsKms {
         check_scope_part("signing service", service)?;
         let url = match endpoint {
             Some(e) => parse_endpoint(e)?,
-            None => parse_endpoint(&format!("https://kms.{region}.amazonaws.com"))?,
+            None => parse_endpoint(&default_endpoint(region))?,
         };
         Ok(AwsKms { client, url, region: region.to_string(), service: service.to_string(), creds })
     }
@@ -76,35 +77,8 @@ impl AwsKms {
     /// Calls one KMS operation (`op` without the `TrentService.` prefix) and returns the response
     /// body, `Value::Null` when the body is empty or `null`.
     pub async fn call(&self, op: &str, body: &Value) -> Result<Value, ProviderError> {
-        let payload = serde_json::to_vec(body).map_err(|e| {
-            ProviderError::new(ErrorClass::Permanent, "RequestError", "other", format!("cannot encode request: {e}"))
-        })?;
-        let target = format!("{TARGET_PREFIX}{op}");
-        let creds = self.creds.current()?;
-        let sig = self.sign(&target, &payload, SystemTime::now(), &creds)?;
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, AMZ_JSON)
-            .header("x-amz-target", &target)
-            .header("x-amz-date", &sig.amz_date)
-            .header(AUTHORIZATION, header_value(&sig.authorization, true)?)
-            .body(payload);
-        if let Some(token) = &creds.session_token {
-            req = req.header("x-amz-security-token", header_value(token.expose(), true)?);
-        }
-
-        let resp = req.send().await.map_err(phttp::transport_error)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = phttp::read_body(resp, MAX_BODY_BYTES).await?;
-        tracing::debug!(op, status = status.as_u16(), "aws kms call");
-        if status.is_success() {
-            parse_success(&body)
-        } else {
-            let secrets = phttp::request_secrets(&creds, &sig.authorization, &sig.signature);
-            Err(parse_error(status.as_u16(), &headers, &body, &secrets))
-        }
+        let op = AwsOp { target: format!("{TARGET_PREFIX}{op}"), payload: transport::json_body(body)? };
+        transport::send(&self.client, &self.creds, self, &op).await
     }
 
     /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
@@ -125,6 +99,20 @@ impl AwsKms {
             .map_err(|m| ProviderError::new(ErrorClass::Permanent, "SigningError", "auth", m))
     }
 
+    /// The key `alias` points at, by walking ListAliases (which cannot filter by name) until it shows up.
+    async fn find_listed(&self, alias: &str) -> Result<Option<String>, ProviderError> {
+        let mut found = None;
+        let visit = |a: AliasEntry| {
+            let hit = a.alias_name == alias;
+            if hit {
+                found = a.target_key_id;
+            }
+            hit
+        };
+        walk("ListAliases", |c| self.list_page(c), visit).await?;
+        Ok(found)
+    }
+
     /// One ListAliases page, after `cursor` (a marker).
     async fn list_page(&self, cursor: Option<Cursor>) -> Result<Page<AliasEntry>, ProviderError> {
         let mut req = json!({ "Limit": LIST_LIMIT });
@@ -137,6 +125,47 @@ impl AwsKms {
     }
 }
 
+/// One KMS call: its `X-Amz-Target` and JSON payload.
+pub struct AwsOp {
+    target: String,
+    payload: Vec<u8>,
+}
+
+/// `POST /` with the JSON body; SigV4 signs `content-type`, `host`, `x-amz-date`, `x-amz-target` (and the
+/// session token header, which the signer adds to the signed set).
+impl Wire for AwsKms {
+    type Op<'a> = AwsOp;
+
+    fn prepare(&self, op: &AwsOp, creds: &Credentials) -> Result<Prepared, ProviderError> {
+        let sig = self.sign(&op.target, &op.payload, SystemTime::now(), creds)?;
+        let mut headers = vec![
+            ("content-type", AMZ_JSON.to_string()),
+            ("x-amz-target", op.target.clone()),
+            ("x-amz-date", sig.amz_date),
+        ];
+        if let Some(token) = &creds.session_token {
+            headers.push((SECURITY_TOKEN_HEADER, token.expose().to_string()));
+        }
+        Ok(Prepared {
+            method: Method::POST,
+            url: self.url.clone(),
+            headers,
+            token_header: SECURITY_TOKEN_HEADER,
+            body: Some(op.payload.clone()),
+            authorization: sig.authorization,
+            signature: sig.signature,
+        })
+    }
+
+    fn error(&self, status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> ProviderError {
+        parse_error(status, headers, body, secrets)
+    }
+
+    fn describe(op: &AwsOp) -> String {
+        op.target.clone()
+    }
+}
+
 #[async_trait]
 impl KmsAliases for AwsKms {
     async fn list_each(
@@ -144,22 +173,12 @@ impl KmsAliases for AwsKms {
         prefixes: &[String],
         visit: &mut (dyn FnMut(LiveAlias) + Send),
     ) -> Result<(), ProviderError> {
-        walk(
-            "ListAliases",
-            |c| self.list_page(c),
-            |a: AliasEntry| {
-                if wanted(&a.alias_name, prefixes) {
-                    visit(LiveAlias { name: a.alias_name, key_id: a.target_key_id });
-                }
-                false
-            },
-        )
-        .await
+        list_wanted("ListAliases", |c| self.list_page(c), RESERVED_PREFIX, prefixes, visit).await
     }
 
     async fn get_alias(&self, alias: &str) -> Result<Option<String>, ProviderError> {
         refuse_reserved(alias)?;
-        // DescribeKey accepts an alias name and resolves it to the key it points at.
+        // DescribeKey accepts an alias name and resolves it to the key it points at: one call.
         match self.call("DescribeKey", &json!({ "KeyId": alias })).await {
             Ok(v) => v
                 .pointer("/KeyMetadata/KeyId")
@@ -167,18 +186,23 @@ impl KmsAliases for AwsKms {
                 .map(|id| Some(id.to_string()))
                 .ok_or_else(|| invalid_response("DescribeKey: no KeyMetadata.KeyId in the response")),
             Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            // DescribeKey needs kms:DescribeKey on the key behind the alias, which the minimal policy (README
+            // "Minimal permissions") leaves optional: the listing finds the alias with kms:ListAliases alone.
+            Err(e) if e.class == ErrorClass::AccessDenied => self.find_listed(alias).await,
             Err(e) => Err(e),
         }
     }
 
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
-        self.call("CreateAlias", &json!({ "AliasName": alias, "TargetKeyId": key_id })).await.map(drop)
+        let body = json!({ "AliasName": alias, "TargetKeyId": key_id });
+        self.call("CreateAlias", &body).await.map(drop).map_err(alias_quota)
     }
 
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
         refuse_reserved(alias)?;
-        self.call("UpdateAlias", &json!({ "AliasName": alias, "TargetKeyId": key_id })).await.map(drop)
+        let body = json!({ "AliasName": alias, "TargetKeyId": key_id });
+        self.call("UpdateAlias", &body).await.map(drop).map_err(alias_quota)
     }
 
     /// AWS deletes by name alone; `current_key` is not needed.
@@ -190,11 +214,7 @@ impl KmsAliases for AwsKms {
     /// DescribeKey by key id or key ARN. Never with an alias name: a reserved one could create the AWS managed key.
     async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
         refuse_reserved(key_id)?;
-        match self.call("DescribeKey", &json!({ "KeyId": key_id })).await {
-            Ok(v) => parse_key_facts(v).map(Some),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        found(self.call("DescribeKey", &json!({ "KeyId": key_id })).await)?.map(parse_key_facts).transpose()
     }
 
     /// Desired targets may be key ARNs; listings and DescribeKey return bare key ids.
@@ -274,13 +294,25 @@ pub fn sign_v4(
 /// body. `secrets` are scrubbed from code and message before the message is truncated.
 pub(crate) fn parse_error(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> ProviderError {
     let (body_code, message) = parse_error_body(body);
-    let code = headers
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let code = header("x-amzn-errortype")
         .map(sanitize_code)
         .filter(|c| !c.is_empty())
         .or_else(|| body_code.as_deref().map(sanitize_code).filter(|c| !c.is_empty()));
-    phttp::response_error(status, code, message, None, secrets, classify)
+    // The id AWS support asks for (smithy-rs reads `x-amzn-requestid`, older services `x-amz-request-id`).
+    let request_id = header("x-amzn-requestid").or_else(|| header("x-amz-request-id"));
+    let request_id = request_id.map(|id| ("RequestId", id.to_string()));
+    phttp::response_error(status, code, message, request_id, secrets, classify)
+}
+
+/// A LimitExceededException from CreateAlias/UpdateAlias: in KMS a resource quota, and for the alias calls the
+/// one that applies is the 50 aliases per KMS key (docs "resource-limits"; the model lists LimitExceeded for
+/// both calls). Retrying cannot free quota.
+fn alias_quota(e: ProviderError) -> ProviderError {
+    if e.code != "LimitExceededException" {
+        return e;
+    }
+    super::alias_quota(e, "the key already has the most aliases AWS KMS allows (50 per KMS key)")
 }
 
 /// (code, message) from an error body in any of the shapes seen: KMS JSON, XML, plain text.
@@ -371,11 +403,25 @@ pub(crate) struct AliasEntry {
     pub(crate) target_key_id: Option<String>,
 }
 
+impl From<AliasEntry> for LiveAlias {
+    fn from(a: AliasEntry) -> LiveAlias {
+        LiveAlias { name: a.alias_name, key_id: a.target_key_id }
+    }
+}
+
+impl AsRef<str> for AliasEntry {
+    fn as_ref(&self) -> &str {
+        &self.alias_name
+    }
+}
+
 pub(crate) fn parse_list_page(v: Value) -> Result<ListPage, ProviderError> {
     serde_json::from_value(v).map_err(|e| phttp::shape_error("ListAliases", &e))
 }
 
-/// Whether a listed alias belongs to us: never an AWS-managed one, and under one of `prefixes`.
+/// Whether a listed alias belongs to us: never an AWS-managed one, and under one of `prefixes` (the fuzz target's
+/// check of the filter `pages::list_wanted` applies).
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn wanted(name: &str, prefixes: &[String]) -> bool {
     phttp::wanted(name, RESERVED_PREFIX, prefixes)
 }
@@ -412,16 +458,18 @@ struct KeyMetadata {
 pub(crate) fn parse_key_facts(v: Value) -> Result<KeyFacts, ProviderError> {
     let meta = v.get("KeyMetadata").cloned().ok_or_else(|| invalid_response("DescribeKey: no KeyMetadata"))?;
     let m: KeyMetadata = serde_json::from_value(meta).map_err(|e| phttp::shape_error("DescribeKey", &e))?;
-    let state = match (m.key_state.as_deref(), m.enabled) {
-        (Some("Enabled"), _) => KeyState::Enabled,
-        (Some("Disabled"), _) => KeyState::Disabled,
+    let table = [
+        ("Enabled", KeyState::Enabled),
+        ("Disabled", KeyState::Disabled),
+        ("PendingDeletion", KeyState::PendingDeletion),
         // A replica whose primary is being deleted cannot take new work either.
-        (Some("PendingDeletion" | "PendingReplicaDeletion"), _) => KeyState::PendingDeletion,
-        (Some("PendingImport"), _) => KeyState::PendingImport,
-        (Some(other), _) => KeyState::Other(other.to_string()),
+        ("PendingReplicaDeletion", KeyState::PendingDeletion),
+        ("PendingImport", KeyState::PendingImport),
+    ];
+    let state = match (m.key_state.as_deref(), m.enabled) {
         (None, Some(true)) => KeyState::Enabled,
         (None, Some(false)) => KeyState::Disabled,
-        (None, None) => KeyState::Other(String::new()),
+        (reported, _) => KeyState::from_table(reported, &table),
     };
     let spec = m.key_spec.or(m.customer_master_key_spec).unwrap_or_default();
     // moto reports `KeyUsage: null` for a key created without one; where the spec allows a single usage, that is it.
@@ -435,6 +483,14 @@ pub(crate) fn parse_key_facts(v: Value) -> Result<KeyFacts, ProviderError> {
 
 // ---------------------------------------------------------------------------------------------
 // Identifiers and configuration
+
+/// `https://kms.{region}.{dnsSuffix}`: botocore's `data/partitions.json` gives the China partition (`aws-cn`,
+/// regionRegex `^cn\-\w+\-\d+$`) the DNS suffix `amazonaws.com.cn`; the commercial and GovCloud partitions use
+/// `amazonaws.com`. Other partitions (ISO) need an explicit `endpoint`.
+pub(crate) fn default_endpoint(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
+    format!("https://kms.{region}.{suffix}")
+}
 
 /// `arn:aws:kms:REGION:ACCOUNT:key/ID` → `ID`; anything else is returned as is.
 pub(crate) fn bare_key_id(id: &str) -> &str {
@@ -746,6 +802,13 @@ mod tests {
         let url = |k: AwsKms| k.url.to_string();
         let k = AwsKms::new("eu-west-1", None, None, creds(None), Duration::from_secs(1)).unwrap();
         assert_eq!((url(k), "kms"), ("https://kms.eu-west-1.amazonaws.com/".to_string(), "kms"));
+        // The China partition's DNS suffix (botocore partitions.json, aws-cn).
+        for region in ["cn-north-1", "cn-northwest-1"] {
+            let k = AwsKms::new(region, None, None, creds(None), Duration::from_secs(1)).unwrap();
+            assert_eq!(url(k), format!("https://kms.{region}.amazonaws.com.cn/"));
+        }
+        let k = AwsKms::new("us-gov-west-1", None, None, creds(None), Duration::from_secs(1)).unwrap();
+        assert_eq!(url(k), "https://kms.us-gov-west-1.amazonaws.com/");
         let k =
             AwsKms::new("eu-west-1", Some("http://q:8080"), Some("qkms"), creds(None), Duration::from_secs(1)).unwrap();
         assert_eq!(k.service, "qkms");
@@ -852,6 +915,73 @@ mod tests {
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].header("x-amz-target"), Some("TrentService.DescribeKey"));
+    }
+
+    /// A principal without kms:DescribeKey on the key behind an alias still finds the alias: by listing.
+    #[tokio::test]
+    async fn get_alias_falls_back_to_listing_when_describe_key_is_denied() {
+        let denied = || {
+            let msg = "User: arn:aws:iam::1:user/x is not authorized to perform: kms:DescribeKey";
+            (400, vec![("X-Amzn-ErrorType", "AccessDeniedException")], json!({"message": msg}).to_string())
+        };
+        let (url, log) = serve_full(move |r| {
+            let req = r.json();
+            match (r.header("x-amz-target").unwrap(), req.get("Marker").and_then(Value::as_str)) {
+                ("TrentService.DescribeKey", _) => denied(),
+                ("TrentService.ListAliases", None) => page(&[("alias/app/one", Some("k1"))], Some("m1")),
+                ("TrentService.ListAliases", Some("m1")) => page(&[("alias/app/two", Some("k2"))], Some("m2")),
+                _ => page(&[("alias/app/three", Some("k3"))], None),
+            }
+        })
+        .await;
+        let k = kms(&url);
+        assert_eq!(k.get_alias("alias/app/two").await.unwrap().as_deref(), Some("k2"));
+        {
+            let log = log.lock().unwrap();
+            let targets: Vec<&str> = log.iter().map(|r| r.header("x-amz-target").unwrap()).collect();
+            assert_eq!(
+                targets,
+                ["TrentService.DescribeKey", "TrentService.ListAliases", "TrentService.ListAliases"],
+                "the walk stops at the page that has it"
+            );
+        }
+        assert_eq!(k.get_alias("alias/app/none").await.unwrap(), None, "listed to the end: absent");
+        // Denied listing too: the refusal stands (the reconcile policy decides what it means).
+        let (url, _) = serve_full(move |_| denied()).await;
+        let e = kms(&url).get_alias("alias/app/one").await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::AccessDenied, "access_denied"));
+    }
+
+    /// LimitExceededException on an alias write is the 50-aliases-per-key quota: permanent, said so.
+    #[tokio::test]
+    async fn alias_quota_is_permanent_and_named() {
+        let (url, _) = serve_full(|r| {
+            let msg = "An alias limit was exceeded";
+            let hdrs = vec![("X-Amzn-ErrorType", "LimitExceededException"), ("x-amzn-RequestId", "req-7f3a")];
+            match r.header("x-amz-target") {
+                Some("TrentService.DeleteAlias") => (400, hdrs, json!({"message": "other quota"}).to_string()),
+                _ => (400, hdrs, json!({"message": msg}).to_string()),
+            }
+        })
+        .await;
+        let k = kms(&url);
+        for e in [
+            k.create_alias("alias/app/a", "k1").await.unwrap_err(),
+            k.update_alias("alias/app/a", "k2").await.unwrap_err(),
+        ] {
+            assert_eq!(
+                (e.class, e.code.as_str(), e.label),
+                (ErrorClass::Permanent, "LimitExceededException", "alias_quota")
+            );
+            assert!(
+                e.message.contains("50 per KMS key") && e.message.contains("(RequestId req-7f3a)"),
+                "{}",
+                e.message
+            );
+        }
+        // Elsewhere the code keeps its generic label.
+        let e = k.delete_alias("alias/app/a", None).await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::Permanent, "limit_exceeded"));
     }
 
     #[tokio::test]

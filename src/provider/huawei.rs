@@ -9,36 +9,39 @@
 //! | delete | `DELETE aliases {aliases: [alias], key_id}` (a JSON body on DELETE; `key_id` is required) |
 //! | list / get | `GET aliases?limit=100&marker=…`, paged by `page_info.next_marker` |
 //!
-//! **Alias naming.** Huawei's documentation disagrees on whether aliases carry the `alias/` prefix, so each
-//! target chooses ([`AliasPrefix`], config key `alias_prefix`). The mapping lives only here:
+//! **Alias naming.** Huawei's documentation disagrees on whether aliases carry the `alias/` prefix (the API
+//! examples use `kms-1234`), so each target chooses ([`AliasPrefix`], config key `alias_prefix`). The mapping
+//! lives only here:
 //!
 //! - `keep` (default): wire name = canonical name (`alias/app/x` ↔ `alias/app/x`);
-//! - `strip`: wire name = canonical name without `alias/` (`alias/app/x` → `app/x`), and a listed wire name gets
-//!   `alias/` re-added (`app/x` → `alias/app/x`) before the managed-prefix filter applies.
+//! - `strip` (**unconfirmed**: terraform-provider-huaweicloud's `huaweicloud_kms_alias` documents the alias as
+//!   "can only be prefixed with alias/", so Huawei may refuse unprefixed names): wire name = canonical name
+//!   without `alias/` (`alias/app/x` → `app/x`), and a listed wire name gets `alias/` re-added (`app/x` →
+//!   `alias/app/x`) before the managed-prefix filter applies.
 //!
 //! Everything outside this module (desired state, metrics, logs, the trait) sees canonical names only.
 //!
 //! Errors are classified once, here, in [`classify`]; the engine only sees [`ErrorClass`].
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{
-    self as phttp, check_region, collapse_whitespace, header_value, host_header, invalid_response, json_str,
-    parse_endpoint, parse_success, ErrorBody,
+    self as phttp, check_region, collapse_whitespace, host_header, invalid_response, json_str, parse_endpoint,
+    ErrorBody,
 };
 use super::pages::{walk, Cursor, Page};
 use super::sign::{self, sdk_hmac, SignableRequest};
+use super::transport::{self, Prepared, Wire};
 use super::SharedCredentials;
-use super::{ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
+use super::{found, ErrorClass, KeyFacts, KeyState, KmsAliases, LiveAlias, ProviderError};
 pub use crate::config::AliasPrefix;
 use crate::secret::Credentials;
 
@@ -46,9 +49,9 @@ use crate::secret::Credentials;
 const CANONICAL_PREFIX: &str = "alias/";
 /// The documented `limit` maximum (1–100).
 const LIST_LIMIT: usize = 100;
-/// Largest response body accepted (a full list page is a few tens of KiB).
-const MAX_BODY_BYTES: usize = 4 << 20;
 const JSON: &str = "application/json";
+/// Every APIG response carries its request id here (KMS error bodies do not): what Huawei support asks for.
+const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Temporary (STS) credentials travel in this (signed) header.
 const SECURITY_TOKEN_HEADER: &str = "x-security-token";
 
@@ -62,19 +65,6 @@ pub struct HuaweiKms {
     project_id: String,
     naming: AliasPrefix,
     creds: SharedCredentials,
-}
-
-/// A signed request, ready to send. No Debug: it carries the Authorization header (and an STS token).
-struct Prepared {
-    /// The credentials it was signed with (redacted from error messages).
-    creds: Arc<Credentials>,
-    method: Method,
-    url: reqwest::Url,
-    /// Every header but Authorization, all of them signed.
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-    authorization: String,
-    signature: String,
 }
 
 /// What describe-key tells about a key.
@@ -94,25 +84,20 @@ pub struct KeyInfo {
 
 impl KeyInfo {
     pub fn facts(self) -> KeyFacts {
-        let state = match self.key_state.as_deref() {
-            Some("2") => KeyState::Enabled,
-            Some("3") => KeyState::Disabled,
-            Some("4") => KeyState::PendingDeletion,
-            Some("5") => KeyState::PendingImport,
-            Some("1") => KeyState::Other("1 (pending activation)".into()),
-            other => KeyState::Other(other.unwrap_or_default().to_string()),
-        };
-        KeyFacts {
-            key_id: self.key_id,
-            state,
-            spec: self.key_spec.unwrap_or_default(),
-            usage: self.key_usage.unwrap_or_default(),
-        }
+        let table = [
+            ("2", KeyState::Enabled),
+            ("3", KeyState::Disabled),
+            ("4", KeyState::PendingDeletion),
+            ("5", KeyState::PendingImport),
+            ("1", KeyState::Other("1 (pending activation)".into())),
+        ];
+        let state = KeyState::from_table(self.key_state.as_deref(), &table);
+        KeyFacts::reported(self.key_id, state, self.key_spec, self.key_usage)
     }
 }
 
 impl HuaweiKms {
-    /// `endpoint` defaults to `https://kms.{region}.myhuaweicloud.com`. `project_id` is the IAM project of the
+    /// `endpoint` defaults to [`default_endpoint`]. `project_id` is the IAM project of the
     /// region (it is part of every path). Errors never echo the endpoint: a mistyped one may carry userinfo.
     pub fn new(
         region: &str,
@@ -147,7 +132,7 @@ impl HuaweiKms {
         }
         let url = match endpoint {
             Some(e) => parse_endpoint(e)?,
-            None => parse_endpoint(&format!("https://kms.{region}.myhuaweicloud.com"))?,
+            None => parse_endpoint(&default_endpoint(region))?,
         };
         Ok(HuaweiKms {
             client,
@@ -168,40 +153,12 @@ impl HuaweiKms {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, ProviderError> {
-        let body = match body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| {
-                ProviderError::new(
-                    ErrorClass::Permanent,
-                    "RequestError",
-                    "other",
-                    format!("cannot encode request: {e}"),
-                )
-            })?,
-            None => Vec::new(),
-        };
-        let p = self.prepare(method, op, query, body, Utc::now())?;
-        let mut req = self.client.request(p.method.clone(), p.url.clone());
-        for (name, value) in &p.headers {
-            req = req.header(*name, header_value(value, *name == SECURITY_TOKEN_HEADER)?);
-        }
-        req = req.header(AUTHORIZATION, header_value(&p.authorization, true)?);
-        if !p.body.is_empty() {
-            req = req.body(p.body.clone());
-        }
-
-        let resp = req.send().await.map_err(phttp::transport_error)?;
-        let status = resp.status();
-        let body = phttp::read_body(resp, MAX_BODY_BYTES).await?;
-        tracing::debug!(op, method = %p.method, status = status.as_u16(), "huawei kms call");
-        if status.is_success() {
-            parse_success(&body)
-        } else {
-            let secrets = phttp::request_secrets(&p.creds, &p.authorization, &p.signature);
-            Err(parse_error(status.as_u16(), &body, &secrets))
-        }
+        let body = body.map(transport::json_body).transpose()?.unwrap_or_default();
+        transport::send(&self.client, &self.creds, self, &HuaweiOp { method, op, query, body }).await
     }
 
-    /// Builds and signs a request at time `now`. Every header set is signed.
+    /// [`Self::sign_at`] with the current credentials (the request-shape tests).
+    #[cfg(test)]
     fn prepare(
         &self,
         method: Method,
@@ -210,7 +167,12 @@ impl HuaweiKms {
         body: Vec<u8>,
         now: DateTime<Utc>,
     ) -> Result<Prepared, ProviderError> {
-        let creds = self.creds.current()?;
+        Ok(self.sign_at(&*self.creds.current()?, &HuaweiOp { method, op, query, body }, now))
+    }
+
+    /// Builds and signs a request at time `now`. Every header set is signed; no body is sent when it is empty.
+    fn sign_at(&self, creds: &Credentials, op: &HuaweiOp<'_>, now: DateTime<Utc>) -> Prepared {
+        let HuaweiOp { method, op, query, body } = op;
         let mut url = self.url.clone();
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}/v1.0/{}/kms/{op}", self.project_id));
@@ -228,9 +190,17 @@ impl HuaweiKms {
         }
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let names: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
-        let req = SignableRequest { method: method.as_str(), path: url.path(), query, headers: &pairs, body: &body };
+        let req = SignableRequest { method: method.as_str(), path: url.path(), query, headers: &pairs, body };
         let s = sdk_hmac::sign(&req, &names, &date, &creds.access_key_id, creds.secret_access_key.expose());
-        Ok(Prepared { creds, method, url, headers, body, authorization: s.authorization, signature: s.signature })
+        Prepared {
+            method: method.clone(),
+            url,
+            headers,
+            token_header: SECURITY_TOKEN_HEADER,
+            body: Some(body.clone()).filter(|b| !b.is_empty()),
+            authorization: s.authorization,
+            signature: s.signature,
+        }
     }
 
     /// The credentials this endpoint signs with; replacing them affects the requests that start afterwards.
@@ -297,6 +267,32 @@ impl HuaweiKms {
     }
 }
 
+/// One call: `METHOD /v1.0/{project_id}/kms/{op}?query` with its JSON body (empty: none).
+pub struct HuaweiOp<'a> {
+    method: Method,
+    op: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    body: Vec<u8>,
+}
+
+impl Wire for HuaweiKms {
+    type Op<'a> = HuaweiOp<'a>;
+
+    fn prepare(&self, op: &HuaweiOp<'_>, creds: &Credentials) -> Result<Prepared, ProviderError> {
+        Ok(self.sign_at(creds, op, Utc::now()))
+    }
+
+    /// KMS's error bodies carry no request id: the `X-Request-Id` header does.
+    fn error(&self, status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> ProviderError {
+        let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        parse_error_with_id(status, request_id, body, secrets)
+    }
+
+    fn describe(op: &HuaweiOp<'_>) -> String {
+        op.op.to_string()
+    }
+}
+
 #[async_trait]
 impl KmsAliases for HuaweiKms {
     /// Every listed alias, mapped to its canonical name first, then filtered by `prefixes`.
@@ -323,11 +319,7 @@ impl KmsAliases for HuaweiKms {
 
     /// `KMS.0207` (no such key) and `KMS.0205` (not a key of this project) both classify NotFound: no such key.
     async fn describe_key(&self, key_id: &str) -> Result<Option<KeyFacts>, ProviderError> {
-        match self.key_info(key_id).await {
-            Ok(info) => Ok(Some(info.facts())),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(found(self.key_info(key_id).await)?.map(KeyInfo::facts))
     }
 
     /// The duplicate-alias error code is unconfirmed (reference §4.5). `KMS.1104` ("Existing CMK alias", from
@@ -337,7 +329,7 @@ impl KmsAliases for HuaweiKms {
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
         let wire = self.wire_name(alias)?;
         let body = json!({ "key_id": key_id, "alias": wire });
-        match self.call(Method::POST, "aliases", &[], Some(&body)).await {
+        match self.call(Method::POST, "aliases", &[], Some(&body)).await.map_err(alias_quota) {
             Ok(_) => Ok(()),
             Err(e) if may_hide_duplicate(&e) => match self.find(wire).await {
                 Ok(Some(_)) => Err(ProviderError { class: ErrorClass::AlreadyExists, label: "already_exists", ..e }),
@@ -350,13 +342,17 @@ impl KmsAliases for HuaweiKms {
     async fn update_alias(&self, alias: &str, key_id: &str) -> Result<(), ProviderError> {
         let wire = self.wire_name(alias)?;
         let body = json!({ "alias": wire, "target_key_id": key_id });
-        self.call(Method::POST, "alias/associate", &[], Some(&body)).await.map(drop)
+        self.call(Method::POST, "alias/associate", &[], Some(&body)).await.map(drop).map_err(alias_quota)
     }
 
     /// Huawei's DELETE needs the key the alias points at. Without `current_key` the alias is looked up first
     /// (absent → NotFound, which the engine treats as already deleted). If a given `current_key` is refused
     /// (stale: the alias was re-pointed behind our back), the alias is looked up and the delete retried once
     /// with the key it really points at.
+    ///
+    /// NotFound means "already gone" only when the lookup found no alias. Huawei documents no alias-specific
+    /// not-found code (KMS.0207 is "the key does not exist"), so a NotFound to a DELETE sent with the key the lookup
+    /// just found says nothing about the alias being gone: it is reported as [`still_present`], never NotFound.
     async fn delete_alias(&self, alias: &str, current_key: Option<&str>) -> Result<(), ProviderError> {
         let wire = self.wire_name(alias)?;
         let not_found = || {
@@ -369,19 +365,56 @@ impl KmsAliases for HuaweiKms {
         };
         let Some(key) = current_key else {
             return match self.find(wire).await? {
-                Some(k) => self.delete_with_key(wire, &k).await,
+                Some(k) => self.delete_with_key(wire, &k).await.map_err(still_present),
                 None => Err(not_found()),
             };
         };
         match self.delete_with_key(wire, key).await {
             Err(e) if e.class == ErrorClass::NotFound || may_hide_duplicate(&e) => match self.find(wire).await? {
-                Some(k) if k != key => self.delete_with_key(wire, &k).await,
-                Some(_) => Err(e),
+                Some(k) if k != key => self.delete_with_key(wire, &k).await.map_err(still_present),
+                Some(_) => Err(still_present(e)),
                 None => Err(not_found()),
             },
             other => other,
         }
     }
+}
+
+/// A NotFound to a DELETE whose key a lookup had just found on the alias: the alias was there a moment ago, so
+/// this is not "already gone". Classed with the eventual-consistency answers (InvalidState): the likeliest cause,
+/// the alias changing between the listing and the DELETE, heals on the next attempt's fresh lookup, so it is
+/// retried `consistency_retries` times; a contradiction that persists is dead-lettered with Huawei's code for an
+/// operator, rather than retried forever as a transient error would be.
+fn still_present(e: ProviderError) -> ProviderError {
+    if e.class != ErrorClass::NotFound {
+        return e;
+    }
+    let message = phttp::truncate(
+        &format!(
+            "the lookup found the alias on this key, yet the delete answered not found; not deleted: {}",
+            e.message
+        ),
+        phttp::MAX_MESSAGE_CHARS,
+    );
+    ProviderError { class: ErrorClass::InvalidState, label: "delete_not_applied", message, ..e }
+}
+
+/// A quota answer to a create or associate: the 50 aliases per key of Huawei's user guide (reference §4.3). The
+/// alias-specific quota code is unconfirmed (reference §4.5); `KMS.1105`, the documented "limit reached" code, is
+/// the one read as it.
+fn alias_quota(e: ProviderError) -> ProviderError {
+    if e.code != "KMS.1105" {
+        return e;
+    }
+    super::alias_quota(e, "the key already has the most aliases Huawei Cloud KMS allows (50 per key)")
+}
+
+/// The default endpoint, from the KMS region table of the official SDK (huaweicloud-sdk-go-v3
+/// `services/kms/v2/region/region.go`, `KmsRegion` in the Java and Python SDKs): `kms.{region}.myhuaweicloud.com`,
+/// except `eu-west-101` (Dublin), which is served from `myhuaweicloud.eu`.
+pub(crate) fn default_endpoint(region: &str) -> String {
+    let domain = if region == "eu-west-101" { "myhuaweicloud.eu" } else { "myhuaweicloud.com" };
+    format!("https://kms.{region}.{domain}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -409,9 +442,21 @@ pub fn to_canonical(naming: AliasPrefix, wire: &str) -> Cow<'_, str> {
 /// Turns an error response into a ProviderError. Shapes: KMS `{"error":{"error_code","error_msg"}}`, the same
 /// fields at top level, API Gateway `{"error_code":"APIGW.0308","error_msg":…,"request_id":…}`, or a proxy's
 /// text. `secrets` are scrubbed from code and message.
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
 pub(crate) fn parse_error(status: u16, body: &[u8], secrets: &[&str]) -> ProviderError {
-    let (code, message, request_id) = parse_error_body(body);
-    let request_id = request_id.map(|id| ("request_id", id));
+    parse_error_with_id(status, None, body, secrets)
+}
+
+/// [`parse_error`] with the response's `X-Request-Id` header, used when the body carries no request id (KMS's own
+/// error bodies never do).
+pub(crate) fn parse_error_with_id(
+    status: u16,
+    header_id: Option<String>,
+    body: &[u8],
+    secrets: &[&str],
+) -> ProviderError {
+    let (code, message, body_id) = parse_error_body(body);
+    let request_id = body_id.or(header_id).map(|id| ("request_id", id));
     phttp::response_error(status, code.as_deref(), message, request_id, secrets, classify)
 }
 
@@ -534,10 +579,10 @@ impl ListPage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::http::MAX_CODE_CHARS;
+    use crate::provider::http::{parse_success, MAX_CODE_CHARS};
     use crate::provider::sign::header;
     use crate::provider::sign::testutil::{
-        assert_classification, credentials, serve, signed_by, signed_headers, Log, RawRequest, Reply,
+        assert_classification, credentials, serve, serve_full, signed_by, signed_headers, Log, RawRequest, Reply,
     };
     use crate::secret::Secret;
 
@@ -747,6 +792,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(k.host, "h:81");
+        // The SDK's region table: Dublin is served from myhuaweicloud.eu.
+        let k = new("eu-west-101", None, PID).unwrap();
+        assert_eq!(k.url.as_str(), "https://kms.eu-west-101.myhuaweicloud.eu/");
+        assert_eq!(default_endpoint("ap-southeast-1"), "https://kms.ap-southeast-1.myhuaweicloud.com");
         let dbg = format!("{k:?}");
         assert!(!dbg.contains(SK) && !dbg.contains("TOK9"), "{dbg}");
     }
@@ -795,15 +844,16 @@ mod tests {
 
     // ----- against a tiny in-process HTTP server -----
 
-    /// `n` aliases `names(i)` → `KEYn`-ish keys, served `limit` at a time with opaque markers.
+    /// `n` aliases `names(i)` (distinct) → `KEYn`-ish keys, served `limit` at a time. As the emulator answers,
+    /// `next_marker` is the page's last alias name and `marker` resumes after it.
     fn marker_reply(r: &RawRequest, n: usize, names: impl Fn(usize) -> String) -> Reply {
         let limit: usize = r.param("limit").unwrap().parse().unwrap();
-        let start: usize = r.param("marker").map_or(0, |m| m.strip_prefix("tok-").unwrap().parse().unwrap());
+        let start = r.param("marker").map_or(0, |m| (0..n).position(|i| names(i) == m).expect("a listed name") + 1);
         let end = n.min(start + limit);
         let aliases: Vec<Value> = (start..end)
             .map(|i| json!({"alias": names(i), "key_id": format!("00000000-0000-0000-0000-{i:012}"), "domain_id": "d", "alias_urn": "u"}))
             .collect();
-        let next = if end < n { json!(format!("tok-{end}")) } else { json!("") };
+        let next = if end < n { json!(names(end - 1)) } else { json!("") };
         (200, json!({"aliases": aliases, "page_info": {"next_marker": next, "current_count": end - start}}).to_string())
     }
 
@@ -826,7 +876,7 @@ mod tests {
         assert_eq!(got, want);
         let log = log.lock().unwrap();
         let markers: Vec<Option<&str>> = log.iter().map(|r| r.param("marker")).collect();
-        assert_eq!(markers, [None, Some("tok-100"), Some("tok-200")], "every page, and no more");
+        assert_eq!(markers, [None, Some("alias/other/99"), Some("alias/app/199")], "every page, and no more");
         for r in log.iter() {
             assert!(signature_ok(r), "signature recomputed from the received request");
             assert_eq!(r.param("limit"), Some("100"));
@@ -866,10 +916,9 @@ mod tests {
         assert_eq!(kms(&url, AliasPrefix::Keep).list_aliases(&["alias/app/".into()]).await.unwrap().len(), 450);
         let log = log.lock().unwrap();
         let markers: Vec<Option<&str>> = log.iter().map(|r| r.param("marker")).collect();
-        assert_eq!(
-            markers,
-            [None, Some("tok-100"), Some("tok-200"), Some("tok-200"), Some("tok-300"), Some("tok-400")]
-        );
+        let m = |i: usize| Some(format!("alias/app/{i}"));
+        let markers: Vec<Option<String>> = markers.into_iter().map(|m| m.map(str::to_string)).collect();
+        assert_eq!(markers, [None, m(99), m(199), m(199), m(299), m(399)]);
     }
 
     #[tokio::test]
@@ -942,6 +991,73 @@ mod tests {
         let log = log.lock().unwrap();
         let sent: Vec<(&str, Value)> = log.iter().map(|r| (r.method.as_str(), r.json()["key_id"].clone())).collect();
         assert_eq!(sent, [("DELETE", json!(KEY2)), ("GET", Value::Null), ("DELETE", json!(key(1)))]);
+    }
+
+    /// A KMS.0207 to the DELETE after the lookup found the alias is no "already gone": the alias was listed a moment
+    /// ago. (Before the fix both paths reported NotFound, which the engine takes for a finished delete.)
+    #[tokio::test]
+    async fn delete_not_found_after_a_positive_lookup_is_not_already_gone() {
+        let (url, log) = huawei(|r| match r.method.as_str() {
+            "GET" => marker_reply(r, 3, |i| format!("alias/app/{i}")),
+            _ => (
+                404,
+                json!({"error": {"error_code": "KMS.0207", "error_msg": "The alias does not exist."}}).to_string(),
+            ),
+        })
+        .await;
+        let k = kms(&url, AliasPrefix::Keep);
+        // No current key: looked up, found on key(1), DELETE says not found.
+        let e = k.delete_alias("alias/app/1", None).await.unwrap_err();
+        assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::InvalidState, "KMS.0207", "delete_not_applied"));
+        assert!(e.message.contains("not deleted"), "{}", e.message);
+        // The right current key: DELETE not found, lookup finds it on that very key.
+        let e = k.delete_alias("alias/app/1", key(1).as_deref()).await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::InvalidState, "delete_not_applied"));
+        // A stale key: retried with the listed one, which also answers not found.
+        let e = k.delete_alias("alias/app/1", Some(KEY2)).await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::InvalidState, "delete_not_applied"));
+        // Truly absent (the lookup finds nothing): NotFound, the engine's "already deleted".
+        let e = k.delete_alias("alias/app/9", Some(KEY2)).await.unwrap_err();
+        assert_eq!((e.class, e.label), (ErrorClass::NotFound, "alias_not_found"));
+        let methods: Vec<String> = log.lock().unwrap().iter().map(|r| r.method.clone()).collect();
+        assert_eq!(methods, ["GET", "DELETE", "DELETE", "GET", "DELETE", "GET", "DELETE", "DELETE", "GET"]);
+    }
+
+    /// KMS error bodies carry no request id; the `X-Request-Id` header does, and it reaches the message.
+    #[tokio::test]
+    async fn request_id_header_is_in_error_messages() {
+        let (url, _) = serve_full(|_| {
+            let body = json!({"error": {"error_code": "KMS.0209", "error_msg": "The key is disabled."}});
+            (400, vec![("Content-Type", JSON), ("X-Request-Id", "0f1e2d3c4b5a")], body.to_string())
+        })
+        .await;
+        let e = kms(&url, AliasPrefix::Keep).update_alias("alias/app/x", KEY1).await.unwrap_err();
+        assert_eq!(e.message, "The key is disabled. (request_id 0f1e2d3c4b5a)");
+        // The body's own id (APIG errors) wins over the header.
+        let e =
+            parse_error_with_id(429, Some("hdr".into()), br#"{"error_code":"APIGW.0308","request_id":"body"}"#, &[]);
+        assert!(e.message.ends_with("(request_id body)"), "{}", e.message);
+    }
+
+    /// KMS.1105 on an alias write is the 50-aliases-per-key quota: permanent and named, no duplicate lookup.
+    #[tokio::test]
+    async fn alias_quota_is_permanent_and_named() {
+        let (url, log) = huawei(|_| {
+            (
+                400,
+                json!({"error": {"error_code": "KMS.1105", "error_msg": "The number exceeds the limit."}}).to_string(),
+            )
+        })
+        .await;
+        let k = kms(&url, AliasPrefix::Keep);
+        for e in [
+            k.create_alias("alias/app/a", KEY1).await.unwrap_err(),
+            k.update_alias("alias/app/a", KEY1).await.unwrap_err(),
+        ] {
+            assert_eq!((e.class, e.code.as_str(), e.label), (ErrorClass::Permanent, "KMS.1105", "alias_quota"));
+            assert!(e.message.contains("50 per key"), "{}", e.message);
+        }
+        assert_eq!(log.lock().unwrap().len(), 2, "a quota answer is not a hidden duplicate: no lookup");
     }
 
     #[tokio::test]

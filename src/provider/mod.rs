@@ -1,5 +1,6 @@
 //! The one interface the reconcile core knows. Each cloud's wire format, signing and error
-//! classification stay inside its own module.
+//! classification stay inside its own module; the request pipeline ([`transport`]) and the paginator ([`pages`])
+//! are shared.
 
 pub mod alibaba;
 pub mod aws;
@@ -7,6 +8,7 @@ pub mod http;
 pub mod huawei;
 pub mod pages;
 pub mod sign;
+pub mod transport;
 
 use std::sync::{Arc, RwLock};
 
@@ -119,6 +121,14 @@ impl ProviderError {
     }
 }
 
+/// A resource quota hit by an alias write (AWS and Huawei: aliases per key; Alibaba: aliases per region), as one
+/// bounded label `alias_quota`. Permanent: a retry cannot free quota, an operator must delete aliases or raise it,
+/// so the message says which quota (`which`) before the cloud's own words.
+pub fn alias_quota(e: ProviderError, which: &str) -> ProviderError {
+    let message = http::truncate(&format!("alias quota: {which}: {}", e.message), http::MAX_MESSAGE_CHARS);
+    ProviderError { class: ErrorClass::Permanent, label: "alias_quota", message, ..e }
+}
+
 /// A live alias as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveAlias {
@@ -152,6 +162,24 @@ impl std::fmt::Display for KeyState {
     }
 }
 
+impl KeyState {
+    /// A cloud's state spelling through its `table` ((spelling, state) pairs); anything else, or none reported,
+    /// is [`KeyState::Other`] with the spelling as is. One lookup for every cloud's table.
+    pub fn from_table(reported: Option<&str>, table: &[(&str, KeyState)]) -> KeyState {
+        let found = table.iter().find(|(spelling, _)| Some(*spelling) == reported);
+        found.map_or_else(|| KeyState::Other(reported.unwrap_or_default().to_string()), |(_, s)| s.clone())
+    }
+}
+
+/// The pattern of every lookup: a NotFound answer is "does not exist" (None), every other error stands.
+pub fn found<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// What a describe-key call tells about a key. `spec` and `usage` are the cloud's own strings (AWS
 /// `SYMMETRIC_DEFAULT`/`ENCRYPT_DECRYPT`, Alibaba `Aliyun_AES_256`/`ENCRYPT/DECRYPT`, Huawei `AES_256`/
 /// `ENCRYPT_DECRYPT`); they are only ever compared within one target. Empty: not reported.
@@ -162,6 +190,13 @@ pub struct KeyFacts {
     pub state: KeyState,
     pub spec: String,
     pub usage: String,
+}
+
+impl KeyFacts {
+    /// The facts as a describe call reported them; a spec or usage not reported is empty.
+    pub fn reported(key_id: String, state: KeyState, spec: Option<String>, usage: Option<String>) -> KeyFacts {
+        KeyFacts { key_id, state, spec: spec.unwrap_or_default(), usage: usage.unwrap_or_default() }
+    }
 }
 
 /// Operations, as metric labels.

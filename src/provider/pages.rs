@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use super::http::invalid_response;
-use super::{ErrorClass, ProviderError};
+use super::http::{invalid_response, wanted};
+use super::{ErrorClass, LiveAlias, ProviderError};
 
 /// Where a page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,29 @@ where
             next => cursor = next,
         }
     }
+}
+
+/// Every page of a listing whose entries are named aliases (AWS, Alibaba), handing `visit` the ones that are ours:
+/// under one of `prefixes` and never under the cloud-managed `reserved` prefix.
+pub async fn list_wanted<T, F, Fut>(
+    what: &str,
+    fetch: F,
+    reserved: &str,
+    prefixes: &[String],
+    visit: &mut (dyn FnMut(LiveAlias) + Send),
+) -> Result<(), ProviderError>
+where
+    T: PartialEq + Clone + AsRef<str> + Into<LiveAlias>,
+    F: Fn(Option<Cursor>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, ProviderError>>,
+{
+    let keep = |a: T| {
+        if wanted(a.as_ref(), reserved, prefixes) {
+            visit(a.into());
+        }
+        false
+    };
+    walk(what, fetch, keep).await
 }
 
 #[cfg(test)]
