@@ -169,6 +169,47 @@ fn check_config_default_chain_reads_ecs_metadata() {
     assert!(out.contains("(account 1234567890123456)") && out.contains(":user/"), "{out}");
 }
 
+/// The chain's other sources against the emulator: an OIDC role (RRSA, STS AssumeRoleWithOIDC) from the
+/// environment, and `~/.alibabacloud/credentials.ini` when nothing comes before it.
+#[test]
+fn check_config_default_chain_takes_an_oidc_role_then_the_credentials_file() {
+    let emu = Emu::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let t = target(&emu, &format!("credentials = \"default\"\nsts_endpoint = \"{}\"\n", emu.url));
+    let token = dir.path().join("oidc-token");
+    // A service account token's shape (header.payload.signature); its content is a secret like any token.
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6b3BzOmFsaWFzc3luYyJ9.c2lnbmF0dXJl";
+    std::fs::write(&token, jwt).unwrap();
+    let token = token.display().to_string();
+    let no_metadata = ("ALIASSYNC_ALIBABA_METADATA_ENDPOINT", "http://127.0.0.1:1");
+    let env = [
+        ("ALIBABA_CLOUD_ROLE_ARN", ROLE_ARN),
+        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", "acs:ram::2222222222222222:oidc-provider/ack-rrsa-e2e"),
+        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.as_str()),
+        ("ALIBABA_CLOUD_ROLE_SESSION_NAME", "e2e-oidc"),
+        ("ALIASSYNC_ALIBABA_STS_ENDPOINT", emu.url.as_str()),
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", ""),
+        no_metadata,
+    ];
+    let (code, out, err) = check_config(dir.path(), &t, &env);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains(&format!("acts as acs:ram::{ROLE_ACCOUNT}:assumed-role/aliassync-kms/e2e-oidc")), "{out}");
+    assert!(!out.contains(jwt) && !err.contains(jwt), "the OIDC token is printed");
+
+    // No environment, no OIDC, no CLI profile: the credentials file (HOME is the temp dir).
+    let ini = dir.path().join(".alibabacloud");
+    std::fs::create_dir_all(&ini).unwrap();
+    std::fs::write(
+        ini.join("credentials.ini"),
+        format!("[default]\ntype = access_key\naccess_key_id = {ALI_AK}\naccess_key_secret = {ALI_SK}\n"),
+    )
+    .unwrap();
+    let (code, out, err) = check_config(dir.path(), &t, &[("ALIBABA_CLOUD_ACCESS_KEY_ID", ""), no_metadata]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("(account 1234567890123456)") && out.contains(":user/"), "{out}");
+    assert!(!out.contains(ALI_SK) && !err.contains(ALI_SK), "the secret is printed");
+}
+
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
