@@ -51,6 +51,7 @@ KNOWN = {
     "aliassync_queue_depth", "aliassync_target_lag_events", "aliassync_target_lag_seconds",
     "aliassync_owned_targets", "aliassync_build_info", "aliassync_rate_limit_per_second",
     "aliassync_target_paused", "aliassync_status_records_total",
+    "aliassync_credentials_expiry_timestamp_seconds", "aliassync_credentials_refresh_failures_total",
 } | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 # Panels the dashboard must have, by the metric they show.
 REQUIRED = {
