@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -19,40 +19,22 @@ const ALI_AK: &str = "LTAI5tFakeAccessKeyId01";
 const ALI_SK: &str = "FakeAccessKeySecret0123456789abcd";
 const EXPIRY: &str = "aliassync_credentials_expiry_timestamp_seconds";
 
-/// The emulator with extra flags, stopped on drop.
-struct Emu {
-    child: Child,
-    url: String,
+/// The emulator with extra flags (common's [`Emulator`]), with this test's account-scoped helpers.
+struct Emu(Emulator);
+
+impl std::ops::Deref for Emu {
+    type Target = Emulator;
+    fn deref(&self) -> &Emulator {
+        &self.0
+    }
 }
 
 impl Emu {
     fn start(extra: &[&str]) -> Emu {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!("kms-emulator-{port}.log"));
-        let child = Command::new(emulator_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "info"])
-            .args(["--alibaba-role-external-id", &format!("{ROLE_ARN}={EXTERNAL_ID}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "emulator did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Emu { child, url: format!("http://127.0.0.1:{port}") }
-    }
-
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
-        let mut r = reqwest::Client::new().request(method, format!("{}/_emulator/{path}", self.url));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        assert!(resp.status().is_success(), "emulator admin {path}");
-        resp.json().await.unwrap()
+        let xid = format!("{ROLE_ARN}={EXTERNAL_ID}");
+        let mut args = vec!["--alibaba-role-external-id", xid.as_str()];
+        args.extend_from_slice(extra);
+        Emu(Emulator::start_with(&args))
     }
 
     /// A key in the role's account.
@@ -77,13 +59,6 @@ impl Emu {
             .filter(|(a, _)| a.starts_with(prefix))
             .map(|(a, k)| (a.clone(), k.as_str().unwrap_or_default().to_string()))
             .collect()
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -17,40 +17,19 @@ const SK: &str = "FakeSecretKey0123456789abcdefghijklmnopq";
 const AGENCY: &str = "aliassync_kms";
 const DOMAIN: &str = "ops_account";
 
-/// The emulator with extra arguments, stopped on drop.
-struct Emu {
-    child: Child,
-    url: String,
-    http: reqwest::Client,
+/// The emulator with extra flags (common's [`Emulator`]), with this test's account-scoped helpers.
+struct Emu(Emulator);
+
+impl std::ops::Deref for Emu {
+    type Target = Emulator;
+    fn deref(&self) -> &Emulator {
+        &self.0
+    }
 }
 
 impl Emu {
-    fn start(args: &[&str]) -> Emu {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!("kms-emulator-hwcred-{port}.log"));
-        let child = Command::new(emulator_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "info"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "emulator did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Emu { child, url: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
-    }
-
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
-        let mut r = self.http.request(method, format!("{}/_emulator/{path}", self.url));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        assert!(resp.status().is_success(), "emulator admin {path}: {}", resp.status());
-        resp.json().await.unwrap()
+    fn start(extra: &[&str]) -> Emu {
+        Emu(Emulator::start_with(extra))
     }
 
     async fn key(&self) -> String {
@@ -84,13 +63,6 @@ impl Emu {
             .filter(|c| c["operation"] == operation)
             .map(|c| c["ok"].as_u64().unwrap())
             .sum()
-    }
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

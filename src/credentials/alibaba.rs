@@ -439,8 +439,8 @@ impl Provider {
     }
 }
 
-/// How a profile (CLI config or credentials file) gets its credentials.
-#[derive(Debug, Clone)]
+/// How a profile (CLI config or credentials file) gets its credentials. No Debug: it holds secrets as read.
+#[derive(Clone)]
 enum ProfileKind {
     Keys {
         id: String,

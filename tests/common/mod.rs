@@ -55,10 +55,16 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start() -> Emulator {
+        Self::start_with(&[])
+    }
+
+    /// The emulator with extra command-line flags (e.g. `--sts-session-seconds 45`).
+    pub fn start_with(args: &[&str]) -> Emulator {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("kms-emulator-{port}.log"));
         let child = Command::new(emulator_bin())
             .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
