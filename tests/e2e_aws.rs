@@ -324,8 +324,24 @@ async fn partitions_added_to_the_desired_topic_are_read_without_a_restart() {
     for (i, part) in [3, 4].into_iter().enumerate() {
         let a = format!("{}new{i}", s.prefix);
         let v = event(&a, 1, &[("use1", &k)]);
-        let rec = rdkafka::producer::FutureRecord::to(&s.cfg.topic).key(&a).payload(&v).partition(part);
-        p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        // The producer learns of the new partitions with its next metadata refresh; until then librdkafka
+        // fails a send to them at once with UnknownPartition (a race of the test's producer, not the daemon).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rec = rdkafka::producer::FutureRecord::to(&s.cfg.topic).key(&a).payload(&v).partition(part);
+            match p.send(rec, Duration::from_secs(30)).await {
+                Ok(_) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::UnknownPartition),
+                    _,
+                )) if std::time::Instant::now() < deadline => {
+                    use rdkafka::producer::Producer;
+                    let _ = p.client().fetch_metadata(Some(&s.cfg.topic), Duration::from_secs(5));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err((e, _)) => panic!("send to new partition {part}: {e}"),
+            }
+        }
     }
     wait_for("events in the new partitions applied", Duration::from_secs(40), || async {
         live(&s.use1, &s.prefix).await.len() == 2
