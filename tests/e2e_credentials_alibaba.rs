@@ -19,50 +19,20 @@ const ALI_AK: &str = "LTAI5tFakeAccessKeyId01";
 const ALI_SK: &str = "FakeAccessKeySecret0123456789abcd";
 const EXPIRY: &str = "aliassync_credentials_expiry_timestamp_seconds";
 
-/// The emulator with extra flags (common's [`Emulator`]), with this test's account-scoped helpers.
-struct Emu(Emulator);
-
-impl std::ops::Deref for Emu {
-    type Target = Emulator;
-    fn deref(&self) -> &Emulator {
-        &self.0
-    }
+/// The emulator, with the role's ExternalId required by its trust policy.
+fn start_emu(extra: &[&str]) -> Emulator {
+    let xid = format!("{ROLE_ARN}={EXTERNAL_ID}");
+    let mut args = vec!["--alibaba-role-external-id", xid.as_str()];
+    args.extend_from_slice(extra);
+    Emulator::start_with(&args)
 }
 
-impl Emu {
-    fn start(extra: &[&str]) -> Emu {
-        let xid = format!("{ROLE_ARN}={EXTERNAL_ID}");
-        let mut args = vec!["--alibaba-role-external-id", xid.as_str()];
-        args.extend_from_slice(extra);
-        Emu(Emulator::start_with(&args))
-    }
-
-    /// A key in the role's account.
-    async fn key(&self) -> String {
-        let v = self
-            .admin(
-                reqwest::Method::POST,
-                "keys",
-                Some(serde_json::json!({"cloud": "alibaba", "account": ROLE_ACCOUNT, "region": "cn-hangzhou"})),
-            )
-            .await;
-        v["key_id"].as_str().unwrap().to_string()
-    }
-
-    async fn aliases(&self, prefix: &str) -> std::collections::HashMap<String, String> {
-        let v = self.admin(reqwest::Method::GET, "state?cloud=alibaba&region=cn-hangzhou", None).await;
-        let regions = &v["alibaba"][ROLE_ACCOUNT];
-        regions["cn-hangzhou"]["aliases"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(a, _)| a.starts_with(prefix))
-            .map(|(a, k)| (a.clone(), k.as_str().unwrap_or_default().to_string()))
-            .collect()
-    }
+/// A key in the role's account.
+async fn role_key(emu: &Emulator) -> String {
+    emu.key_in("alibaba", "account", ROLE_ACCOUNT, "cn-hangzhou").await
 }
 
-fn target(emu: &Emu, more: &str) -> String {
+fn target(emu: &Emulator, more: &str) -> String {
     format!("[targets.ali]\nprovider = \"alibaba\"\nregion = \"cn-hangzhou\"\nendpoint = \"{}\"\n{more}\n", emu.url)
 }
 
@@ -86,7 +56,7 @@ fn check_config(dir: &Path, targets: &str, env: &[(&str, &str)]) -> (i32, String
 
 #[test]
 fn check_config_assumes_the_role_and_prints_its_identity_never_a_secret() {
-    let emu = Emu::start(&[]);
+    let emu = start_emu(&[]);
     let dir = tempfile::tempdir().unwrap();
     let keys = [
         ("E2E_ALI_ACCESS_KEY_ID", ALI_AK),
@@ -129,7 +99,7 @@ fn check_config_assumes_the_role_and_prints_its_identity_never_a_secret() {
 
 #[test]
 fn check_config_default_chain_reads_ecs_metadata() {
-    let emu = Emu::start(&[]);
+    let emu = start_emu(&[]);
     let dir = tempfile::tempdir().unwrap();
     let t = target(&emu, &format!("credentials = \"default\"\nsts_endpoint = \"{}\"\n", emu.url));
     let env = [("ALIASSYNC_ALIBABA_METADATA_ENDPOINT", emu.url.as_str()), ("ALIBABA_CLOUD_ACCESS_KEY_ID", "")];
@@ -148,7 +118,7 @@ fn check_config_default_chain_reads_ecs_metadata() {
 /// environment, and `~/.alibabacloud/credentials.ini` when nothing comes before it.
 #[test]
 fn check_config_default_chain_takes_an_oidc_role_then_the_credentials_file() {
-    let emu = Emu::start(&[]);
+    let emu = start_emu(&[]);
     let dir = tempfile::tempdir().unwrap();
     let t = target(&emu, &format!("credentials = \"default\"\nsts_endpoint = \"{}\"\n", emu.url));
     let token = dir.path().join("oidc-token");
@@ -193,7 +163,7 @@ fn now() -> f64 {
 /// moves forward. Needs the rig's Kafka (`bash tests/support/rig.sh up; source target/rig/env`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_on_ecs_role_plus_assumed_role_keeps_applying_across_refreshes() {
-    let emu = Emu::start(&["--sts-session-seconds", "45"]);
+    let emu = start_emu(&["--sts-session-seconds", "45"]);
     let id = unique("alicreds");
     let prefix = format!("alias/app/{id}/");
     let topic = format!("desired-{id}");
@@ -224,11 +194,11 @@ async fn daemon_on_ecs_role_plus_assumed_role_keeps_applying_across_refreshes() 
     let first = d.metric(EXPIRY, &[("target", "ali")]).await;
     assert!(first > now() && first < now() + 60.0, "a 45 s session: expiry {first}, now {}", now());
     let p = producer();
-    let (k1, k2) = (emu.key().await, emu.key().await);
+    let (k1, k2) = (role_key(&emu).await, role_key(&emu).await);
     let a1 = format!("{prefix}before");
     send(&p, &topic, Some(&a1), Some(&event(&a1, 1, &[("ali", &k1)]))).await;
     wait_for("alias before the refresh", Duration::from_secs(30), || async {
-        emu.aliases(&prefix).await.get(&a1) == Some(&k1)
+        emu.aliases("alibaba", "cn-hangzhou", &prefix).await.get(&a1) == Some(&k1)
     })
     .await;
 
@@ -240,7 +210,7 @@ async fn daemon_on_ecs_role_plus_assumed_role_keeps_applying_across_refreshes() 
     send(&p, &topic, Some(&a2), Some(&event(&a2, 1, &[("ali", &k2)]))).await;
     send(&p, &topic, Some(&a1), Some(&event(&a1, 2, &[("ali", &k2)]))).await;
     wait_for("aliases after the refresh", Duration::from_secs(30), || async {
-        let live = emu.aliases(&prefix).await;
+        let live = emu.aliases("alibaba", "cn-hangzhou", &prefix).await;
         live.get(&a2) == Some(&k2) && live.get(&a1) == Some(&k2)
     })
     .await;
@@ -255,7 +225,7 @@ async fn daemon_on_ecs_role_plus_assumed_role_keeps_applying_across_refreshes() 
 /// the refresher's own backoff resolves the role and the target resumes and converges: no SIGHUP, no restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_role_starts_the_target_paused_and_it_resumes_by_itself_once_the_role_is_granted() {
-    let emu = Emu::start(&[]);
+    let emu = start_emu(&[]);
     let id = unique("alirefused");
     let prefix = format!("alias/app/{id}/");
     let topic = format!("desired-{id}");
@@ -282,7 +252,7 @@ async fn a_refused_role_starts_the_target_paused_and_it_resumes_by_itself_once_t
     let mut d = Proc::start(dir.path(), &config, port, &env);
     d.wait_ready("with a refused role", Duration::from_secs(60)).await;
     let p = producer();
-    let key = emu.key().await;
+    let key = role_key(&emu).await;
     let alias = format!("{prefix}waits");
     send(&p, &topic, Some(&alias), Some(&event(&alias, 1, &[("ali", &key)]))).await;
     let paused = [("target", "ali"), ("reason", "credentials_unresolved")];
@@ -295,13 +265,13 @@ async fn a_refused_role_starts_the_target_paused_and_it_resumes_by_itself_once_t
             >= 1.0
     );
     assert_eq!(d.metric(EXPIRY, &[("target", "ali")]).await, 0.0, "no session, no expiry");
-    assert!(emu.aliases(&prefix).await.is_empty());
+    assert!(emu.aliases("alibaba", "cn-hangzhou", &prefix).await.is_empty());
 
     // The trust policy's ExternalId is granted: the next retry of the refresher (backoff ≤ 60 s) resolves it.
     std::fs::write(&xid, EXTERNAL_ID).unwrap();
     let fixed = Instant::now();
     wait_for("the alias after the role was granted", Duration::from_secs(75), || async {
-        emu.aliases(&prefix).await.get(&alias) == Some(&key)
+        emu.aliases("alibaba", "cn-hangzhou", &prefix).await.get(&alias) == Some(&key)
     })
     .await;
     eprintln!("converged {:.1} s after the external id was fixed", fixed.elapsed().as_secs_f64());

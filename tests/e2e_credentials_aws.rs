@@ -47,6 +47,15 @@ fn write_config(dir: &Path, brokers: &str, topic: &str, port: u16, targets: &str
     path
 }
 
+/// `aliassync` with the static base keys (`env:E2E_AWS`) and the role's external id of the role tests.
+fn with_role_base(dir: &Path) -> Command {
+    let mut cmd = aliassync(dir);
+    cmd.env("E2E_AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("E2E_AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("E2E_EXTERNAL_ID", EXTERNAL_ID);
+    cmd
+}
+
 fn check_config(cmd: &mut Command, config: &Path) -> (Option<i32>, String, String) {
     let out: Output = cmd.args(["check-config", "--config"]).arg(config).output().unwrap();
     (
@@ -88,13 +97,7 @@ async fn check_config_assumes_the_role_and_prints_the_assumed_identity_never_a_s
         moto = moto_url()
     );
     let config = write_config(dir.path(), "127.0.0.1:9", "t", free_port(), &targets);
-    let (code, out, err) = check_config(
-        aliassync(dir.path())
-            .env("E2E_AWS_ACCESS_KEY_ID", KEY_ID)
-            .env("E2E_AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("E2E_EXTERNAL_ID", EXTERNAL_ID),
-        &config,
-    );
+    let (code, out, err) = check_config(&mut with_role_base(dir.path()), &config);
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
     assert!(
         out.contains(&format!(
@@ -125,13 +128,7 @@ fn check_config_with_an_unreachable_sts_names_the_target_and_exits_1() {
     );
     let config = write_config(dir.path(), "127.0.0.1:9", "t", free_port(), &targets);
     let t0 = Instant::now();
-    let (code, out, err) = check_config(
-        aliassync(dir.path())
-            .env("E2E_AWS_ACCESS_KEY_ID", KEY_ID)
-            .env("E2E_AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("E2E_EXTERNAL_ID", EXTERNAL_ID),
-        &config,
-    );
+    let (code, out, err) = check_config(&mut with_role_base(dir.path()), &config);
     assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("target nosts: cannot resolve credentials"), "{err}");
     assert!(

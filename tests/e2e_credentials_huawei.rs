@@ -10,60 +10,22 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const SK: &str = "FakeSecretKey0123456789abcdefghijklmnopq";
 const AGENCY: &str = "aliassync_kms";
 const DOMAIN: &str = "ops_account";
 
-/// The emulator with extra flags (common's [`Emulator`]), with this test's account-scoped helpers.
-struct Emu(Emulator);
-
-impl std::ops::Deref for Emu {
-    type Target = Emulator;
-    fn deref(&self) -> &Emulator {
-        &self.0
-    }
-}
-
-impl Emu {
-    fn start(extra: &[&str]) -> Emu {
-        Emu(Emulator::start_with(extra))
-    }
-
-    async fn key(&self) -> String {
-        let v = self
-            .admin(
-                reqwest::Method::POST,
-                "keys",
-                Some(json!({"cloud": "huawei", "project": PROJECT, "region": "cn-north-4"})),
-            )
-            .await;
-        v["key_id"].as_str().unwrap().to_string()
-    }
-
-    /// Alias → key in the project's cn-north-4 scope.
-    async fn aliases(&self) -> std::collections::HashMap<String, String> {
-        let v = self.admin(reqwest::Method::GET, "state?cloud=huawei&region=cn-north-4", None).await;
-        let mut out = std::collections::HashMap::new();
-        for (a, k) in v["huawei"][PROJECT]["cn-north-4"]["aliases"].as_object().into_iter().flatten() {
-            out.insert(a.clone(), k.as_str().unwrap_or_default().to_string());
-        }
-        out
-    }
-
-    /// Successful calls of one operation (any scope).
-    async fn ok_calls(&self, operation: &str) -> u64 {
-        let v = self.admin(reqwest::Method::GET, "calls?cloud=huawei", None).await;
-        v["calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["operation"] == operation)
-            .map(|c| c["ok"].as_u64().unwrap())
-            .sum()
-    }
+/// Successful calls of one operation (any scope).
+async fn ok_calls(emu: &Emulator, operation: &str) -> u64 {
+    let v = emu.admin(reqwest::Method::GET, "calls?cloud=huawei", None).await;
+    v["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["operation"] == operation)
+        .map(|c| c["ok"].as_u64().unwrap())
+        .sum()
 }
 
 /// A Huawei target `hw` on the emulator with `credentials` and an agency assumed through `iam`.
@@ -107,15 +69,15 @@ fn assert_no_secret(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_with_static_keys_and_an_agency_prints_the_agency_and_no_secret() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start_with(&[]);
     let (code, out, err) = check_config(&target(&emu.url, "env:E2E_HW", &emu.url), &STATIC_KEYS);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains(&format!("target hw: acts as huawei agency {DOMAIN}/{AGENCY} in project {PROJECT}")), "{out}");
     assert!(out.contains("expires "), "the agency's keys expire: {out}");
     assert_no_secret(&format!("{out}{err}"));
     // One assume-agency with the static keys, and the identity was proven by one KMS call with the agency's keys.
-    assert_eq!(emu.ok_calls("CreateTemporaryAccessKeyByAgency").await, 1);
-    assert_eq!(emu.ok_calls("ListAliases").await, 1);
+    assert_eq!(ok_calls(&emu, "CreateTemporaryAccessKeyByAgency").await, 1);
+    assert_eq!(ok_calls(&emu, "ListAliases").await, 1);
 
     // Wrong base keys: refused by IAM, named with the target; still no secret.
     let wrong = [STATIC_KEYS[0], ("E2E_HW_SECRET_ACCESS_KEY", "not-the-secret")];
@@ -127,7 +89,7 @@ async fn check_config_with_static_keys_and_an_agency_prints_the_agency_and_no_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_names_the_target_when_iam_is_unreachable() {
-    let emu = Emu::start(&[]);
+    let emu = Emulator::start_with(&[]);
     // A port nothing listens on.
     let dead = format!("http://127.0.0.1:{}", free_port());
     let (code, out, err) = check_config(&target(&emu.url, "env:E2E_HW", &dead), &STATIC_KEYS);
@@ -143,7 +105,7 @@ async fn check_config_names_the_target_when_iam_is_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_on_ecs_metadata_and_an_agency_keeps_applying_across_refreshes() {
     // Every key the emulator issues (metadata and agency) lives 45 s.
-    let emu = Emu::start(&["--sts-session-seconds", "45"]);
+    let emu = Emulator::start_with(&["--sts-session-seconds", "45"]);
     let id = unique("hwcred");
     let (topic, prefix) = (format!("desired-{id}"), format!("alias/app/{id}/"));
     create_topic(&topic, 1).await;
@@ -161,13 +123,13 @@ async fn daemon_on_ecs_metadata_and_an_agency_keeps_applying_across_refreshes() 
     );
     d.wait_ready("with ECS metadata credentials", Duration::from_secs(60)).await;
     let p = producer();
-    let key = emu.key().await;
+    let key = emu.key("huawei", PROJECT, "cn-north-4").await;
     let expiry = "aliassync_credentials_expiry_timestamp_seconds";
 
     let before = format!("{prefix}before");
     send(&p, &topic, Some(&before), Some(&event(&before, 1, &[("hw", &key)]))).await;
     wait_for("the first alias landed", Duration::from_secs(30), || async {
-        emu.aliases().await.get(&before) == Some(&key)
+        emu.aliases("huawei", "cn-north-4", "").await.get(&before) == Some(&key)
     })
     .await;
     let first = d.metric(expiry, &[("target", "hw")]).await;
@@ -185,13 +147,13 @@ async fn daemon_on_ecs_metadata_and_an_agency_keeps_applying_across_refreshes() 
     let after = format!("{prefix}after");
     send(&p, &topic, Some(&after), Some(&event(&after, 1, &[("hw", &key)]))).await;
     wait_for("the alias sent after the first keys expired landed", Duration::from_secs(30), || async {
-        emu.aliases().await.get(&after) == Some(&key)
+        emu.aliases("huawei", "cn-north-4", "").await.get(&after) == Some(&key)
     })
     .await;
     assert!(d.metric(expiry, &[("target", "hw")]).await > first);
     // The refresh went through metadata and IAM again (at least twice each: start and one refresh).
-    assert!(emu.ok_calls("GetSecurityKey").await >= 2);
-    assert!(emu.ok_calls("CreateTemporaryAccessKeyByAgency").await >= 2);
+    assert!(ok_calls(&emu, "GetSecurityKey").await >= 2);
+    assert!(ok_calls(&emu, "CreateTemporaryAccessKeyByAgency").await >= 2);
     assert_eq!(d.metric("aliassync_credentials_refresh_failures_total", &[("target", "hw")]).await, 0.0);
     assert_no_secret(&d.logs().replace(&id, ""));
 }

@@ -207,17 +207,7 @@ impl TempCreds {
                 self.expiration
             ))
         })?;
-        if self.access_key_id.is_empty() || self.access_key_secret.is_empty() {
-            return Err(CredentialError::unreachable(format!("{what}: the answer has no access key")));
-        }
-        Ok(Resolved {
-            creds: Credentials {
-                access_key_id: self.access_key_id,
-                secret_access_key: Secret::new(self.access_key_secret),
-                session_token: Some(Secret::new(self.security_token)).filter(|t| !t.expose().is_empty()),
-            },
-            expires_at: Some(expires_at),
-        })
+        Resolved::temporary(what, self.access_key_id, self.access_key_secret, self.security_token, expires_at)
     }
 }
 

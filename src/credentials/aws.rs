@@ -350,17 +350,7 @@ fn chain_error(e: &CredentialsError) -> CredentialError {
 /// An error and its sources on one line. Display only: aws-config's Debug forms (what `DisplayErrorContext`
 /// appends) repeat the whole chain with connector internals.
 fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        // Many errors already print their source.
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
+    let out = crate::provider::http::error_chain(e);
     // The chain's error lists each provider on a line of its own.
     out.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ").replace(": ;", ":")
 }

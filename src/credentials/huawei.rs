@@ -144,17 +144,7 @@ fn parse_temporary(body: &[u8], service: &str) -> Result<Resolved, CredentialErr
     let expires_at = parse_expiry(&c.expires_at).ok_or_else(|| {
         CredentialError::unreachable(format!("{service}: expires_at {:?} is not a UTC time", c.expires_at))
     })?;
-    if c.access.is_empty() || c.secret.is_empty() {
-        return Err(CredentialError::unreachable(format!("{service}: empty access key in the answer")));
-    }
-    Ok(Resolved {
-        creds: Credentials {
-            access_key_id: c.access,
-            secret_access_key: Secret::new(c.secret),
-            session_token: Some(Secret::new(c.securitytoken)).filter(|t| !t.expose().is_empty()),
-        },
-        expires_at: Some(expires_at),
-    })
+    Resolved::temporary(service, c.access, c.secret, c.securitytoken, expires_at)
 }
 
 /// An error body for a message: whitespace collapsed, cut, with the request's secrets removed.

@@ -25,6 +25,30 @@ pub struct Resolved {
     pub expires_at: Option<SystemTime>,
 }
 
+impl Resolved {
+    /// A temporary-credential answer (STS, IAM, instance metadata) of `what`; an empty token means none. An
+    /// answer without keys is a broken service, not a missing source.
+    pub fn temporary(
+        what: &str,
+        access_key_id: String,
+        secret: String,
+        token: String,
+        expires_at: SystemTime,
+    ) -> Result<Resolved, CredentialError> {
+        if access_key_id.is_empty() || secret.is_empty() {
+            return Err(CredentialError::unreachable(format!("{what}: the answer has no access key")));
+        }
+        Ok(Resolved {
+            creds: Credentials {
+                access_key_id,
+                secret_access_key: crate::secret::Secret::new(secret),
+                session_token: Some(crate::secret::Secret::new(token)).filter(|t| !t.expose().is_empty()),
+            },
+            expires_at: Some(expires_at),
+        })
+    }
+}
+
 /// Why a source could not resolve credentials. Messages name the service and URL, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialErrorKind {
@@ -296,17 +320,39 @@ pub struct Checked {
     pub expires_at: Option<SystemTime>,
 }
 
-/// Resolves every target's credentials once (assuming roles) and asks each cloud whom they act as.
-pub async fn check(cfg: &crate::config::Config) -> Result<Vec<Checked>, String> {
+/// How long a first resolution (start-up, `check-config`) may take before it counts as unreachable.
+pub const FIRST_RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// One target's first resolution: its name, its source and what the source answered.
+pub type Attempt = (String, Arc<dyn CredentialSource>, Result<Resolved, CredentialError>);
+
+/// Builds every target's source and resolves them all at once (one slow STS does not add up across targets).
+pub async fn resolve_each(cfg: &crate::config::Config) -> Result<Vec<Attempt>, String> {
     let ctx = Context::new()?;
-    let mut work = Vec::new();
+    let mut sources = Vec::new();
     for (name, t) in &cfg.targets {
         let src = source_for(name, t, &ctx).map_err(|e| format!("target {name}: credentials: {e}"))?;
-        work.push((name.clone(), src));
+        sources.push((name.clone(), src));
     }
-    Ok(futures::future::join_all(work.into_iter().map(|(target, src)| async move {
+    Ok(futures::future::join_all(sources.into_iter().map(|(name, src)| async move {
+        let r = match tokio::time::timeout(FIRST_RESOLVE_TIMEOUT, src.resolve()).await {
+            Ok(r) => r,
+            Err(_) => Err(CredentialError::unreachable(format!(
+                "{} did not answer within {} s",
+                src.describe(),
+                FIRST_RESOLVE_TIMEOUT.as_secs()
+            ))),
+        };
+        (name, src, r)
+    }))
+    .await)
+}
+
+/// Resolves every target's credentials once (assuming roles) and asks each cloud whom they act as.
+pub async fn check(cfg: &crate::config::Config) -> Result<Vec<Checked>, String> {
+    Ok(futures::future::join_all(resolve_each(cfg).await?.into_iter().map(|(target, src, r)| async move {
         let source = src.describe();
-        let (identity, expires_at) = match src.resolve().await {
+        let (identity, expires_at) = match r {
             Ok(r) => (src.identity(&r.creds).await.map_err(|e| format!("identity call failed: {e}")), r.expires_at),
             Err(e) => (Err(format!("cannot resolve credentials: {e}")), None),
         };

@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::RunError;
-use std::time::SystemTime;
 
 use crate::config::{Config, ProviderKind};
 use crate::credentials::{CredentialError, CredentialSource, Resolved};
@@ -31,10 +30,6 @@ pub struct TargetCredentials {
     pub first: Option<(SystemTime, Option<SystemTime>)>,
 }
 
-/// How long start-up waits for a target's credential source (instance metadata, STS, IAM) before starting
-/// the target paused and leaving the rest to its refresher.
-const FIRST_RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// [`build_targets`] for the daemon: static keys that fail to load fail the start (exit 78, naming the key);
 /// a `default` chain or a role that cannot be resolved yet starts its target paused, and the refresher keeps
 /// trying. Returns each target's credentials (by target name) for the refreshers and SIGHUP.
@@ -51,25 +46,7 @@ async fn resolve_all(
 ) -> Result<BTreeMap<String, (Arc<dyn CredentialSource>, Result<Resolved, CredentialError>)>, RunError> {
     // Static keys and external-id references: a missing one is a config error naming the key.
     cfg.resolve_credentials()?;
-    let ctx = crate::credentials::Context::new().map_err(RunError::Startup)?;
-    let mut sources = Vec::new();
-    for (name, t) in &cfg.targets {
-        let src = crate::credentials::source_for(name, t, &ctx)
-            .map_err(|e| RunError::Startup(format!("target {name}: credentials: {e}")))?;
-        sources.push((name.clone(), src));
-    }
-    let resolved = futures::future::join_all(sources.into_iter().map(|(name, src)| async move {
-        let r = match tokio::time::timeout(FIRST_RESOLVE_TIMEOUT, src.resolve()).await {
-            Ok(r) => r,
-            Err(_) => Err(CredentialError::unreachable(format!(
-                "{} did not answer within {} s",
-                src.describe(),
-                FIRST_RESOLVE_TIMEOUT.as_secs()
-            ))),
-        };
-        (name, src, r)
-    }))
-    .await;
+    let resolved = crate::credentials::resolve_each(cfg).await.map_err(RunError::Startup)?;
     let mut out = BTreeMap::new();
     for (name, src, r) in resolved {
         if let Err(e) = &r {

@@ -315,7 +315,7 @@ pub fn redact(s: &str, secrets: &[&str]) -> String {
 }
 
 /// "outer: inner: innermost", since reqwest's own Display hides the useful cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

@@ -98,6 +98,11 @@ impl Emulator {
     /// Creates a key in a cloud scope (`who` = the access key or, for Huawei, the project).
     pub async fn key(&self, cloud: &str, who: &str, region: &str) -> String {
         let scope = if cloud == "huawei" { "project" } else { "access_key_id" };
+        self.key_in(cloud, scope, who, region).await
+    }
+
+    /// Creates a key in the scope named explicitly (`scope`: `access_key_id`, `account` or `project`).
+    pub async fn key_in(&self, cloud: &str, scope: &str, who: &str, region: &str) -> String {
         let v = self
             .admin(
                 reqwest::Method::POST,
